@@ -34,7 +34,10 @@ pub enum Scope {
     Call { call_id: String },
     /// Every SIP leg of a room. `sid` is preferred for matching; events that only know the
     /// room's name (application events) match by name.
-    Room { sid: Option<String>, name: Option<String> },
+    Room {
+        sid: Option<String>,
+        name: Option<String>,
+    },
 }
 
 /// Where an event came from.

@@ -6,5 +6,5 @@
 pub mod cdr;
 pub mod event;
 
-pub use cdr::{AnswerSource, Anomaly, BuildParams, Cdr, Direction, EndedBy, Outcome, build};
+pub use cdr::{Anomaly, AnswerSource, BuildParams, Cdr, Direction, EndedBy, Outcome, build};
 pub use event::{CallEvent, EventBody, Scope, Source, Timestamp};

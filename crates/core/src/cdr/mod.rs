@@ -5,9 +5,9 @@
 //! instance. It never fails; what it could not make sense of is reported as anomalies on the CDR.
 
 mod outcome;
-mod timeline;
 #[cfg(test)]
 mod tests;
+mod timeline;
 
 use crate::event::{CallEvent, Timestamp, TransferType};
 use serde::{Deserialize, Serialize};

@@ -112,7 +112,9 @@ pub(super) fn decide(
         && t.has_leave()
         && matches!(status, Some("active" | "automation" | "hangup"))
         && !reason.is_some_and(is_failure_reason);
-    if answer.observed && t.direction == Direction::Outbound && reason.is_some_and(is_failure_reason)
+    if answer.observed
+        && t.direction == Direction::Outbound
+        && reason.is_some_and(is_failure_reason)
     {
         anomalies.push(Anomaly::AnswerWithFailureReason);
     }
@@ -161,7 +163,10 @@ fn unanswered(
 ) -> (Outcome, EndedBy) {
     let inbound = t.direction == Direction::Inbound;
     if !inbound {
-        if let Some(outcome) = t.sip_error().and_then(|(code, _)| outcome_for_sip_code(code)) {
+        if let Some(outcome) = t
+            .sip_error()
+            .and_then(|(code, _)| outcome_for_sip_code(code))
+        {
             let by = if outcome == Outcome::Failed {
                 EndedBy::System
             } else {

@@ -80,7 +80,15 @@ impl Script {
         let participant = sip(status, self.inbound, self.joined_s);
         let reason = DisconnectReason(reason.into());
         let aborted = false;
-        self.push(secs, true, EventBody::SipLeft { participant, reason, aborted })
+        self.push(
+            secs,
+            true,
+            EventBody::SipLeft {
+                participant,
+                reason,
+                aborted,
+            },
+        )
     }
     fn agent(self, secs: f64) -> Self {
         self.push(
@@ -174,7 +182,12 @@ fn inbound_ring_timeout_is_no_answer() {
 fn queue_timeout_is_no_answer_and_wait_is_measured() {
     let cdr = Script::inbound()
         .join(0.3)
-        .app(2.0, EventBody::QueueEntered { queue: "sales".into() })
+        .app(
+            2.0,
+            EventBody::QueueEntered {
+                queue: "sales".into(),
+            },
+        )
         .app(
             62.0,
             EventBody::QueueLeft {
@@ -204,7 +217,10 @@ fn outbound_disconnect_reasons_map_to_outcomes() {
         ("ringing", "SOME_FUTURE_REASON", Outcome::Failed),
     ];
     for (status, reason, expected) in cases {
-        let cdr = Script::outbound().join(0.9).leave(30.0, status, reason).build();
+        let cdr = Script::outbound()
+            .join(0.9)
+            .leave(30.0, status, reason)
+            .build();
         assert_eq!(cdr.outcome, expected, "{status} {reason}");
     }
 }
@@ -302,7 +318,10 @@ fn room_finished_closes_a_call_without_leave() {
 
 #[test]
 fn silent_call_stays_open_until_the_timeout() {
-    let script = Script::inbound().join(0.3).agent(1.0).track(2.0, "PA_agent");
+    let script = Script::inbound()
+        .join(0.3)
+        .agent(1.0)
+        .track(2.0, "PA_agent");
     let open = script.build_at(3600.0);
     assert_eq!(open.outcome, Outcome::InProgress);
     assert_eq!(open.end_time, None);
@@ -359,7 +378,9 @@ fn wrap_up_sums_and_metadata_merges() {
 fn another_legs_track_is_not_an_answer() {
     let mut other = sip("dialing", false, 5.0);
     other.sid = "PA_other".into();
-    other.attributes.insert(attr::CALL_ID.into(), "SCL_other".into());
+    other
+        .attributes
+        .insert(attr::CALL_ID.into(), "SCL_other".into());
     let mut script = Script::inbound().join(0.3);
     script.events.push(CallEvent {
         key: "EV_other".into(),

@@ -1,7 +1,7 @@
 //! A call's events, deduplicated, sorted and indexed, with the field rules of METRICS.md §2 as
 //! small queries. The sort is redone here on every build rather than trusted from the caller.
 
-use super::{AnswerSource, Anomaly, BuildParams, Direction};
+use super::{Anomaly, AnswerSource, BuildParams, Direction};
 use crate::event::{
     CallEvent, EventBody, ParticipantKind, QueueLeftReason, Scope, SipParticipant, Timestamp,
     TransferType, attr,
@@ -391,5 +391,4 @@ impl<'a> Timeline<'a> {
     pub fn has_reported_transfer(&self) -> bool {
         self.transfer().is_some()
     }
-
 }

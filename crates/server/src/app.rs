@@ -1,0 +1,127 @@
+//! Wiring: open the store, start the CDR pipeline and the HTTP server (and the demo traffic),
+//! all stopped by one shutdown token.
+
+use crate::config::ServeArgs;
+use crate::http::{self, AppState, IngestCounters};
+use crate::ingest::livekit::WebhookVerifier;
+use crate::{pipeline, simulate, store};
+use anyhow::{Context, bail};
+use rand::Rng;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A started server.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub state: AppState,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Waits until every task has stopped (after `shutdown` is cancelled).
+    pub async fn join(self) {
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+fn random_token() -> String {
+    let mut rng = rand::thread_rng();
+    (0..32)
+        .map(|_| char::from(b"abcdefghijkmnopqrstuvwxyz23456789"[rng.gen_range(0..33)]))
+        .collect()
+}
+
+/// Opens the store, binds the listener and starts every task.
+pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
+    let mut key_pairs = args.livekit_key_pairs()?;
+    let mut events_tokens = args.events_tokens();
+    if args.demo {
+        if key_pairs.is_empty() {
+            key_pairs.push(("demo".into(), random_token()));
+        }
+        if events_tokens.is_empty() {
+            events_tokens.push(random_token());
+        }
+    }
+    if key_pairs.is_empty() {
+        bail!(
+            "no LiveKit API keys configured: set CALLPULSE_LIVEKIT_KEYS=key:secret (or \
+             LIVEKIT_API_KEY and LIVEKIT_API_SECRET, or --livekit-keys), or run with --demo"
+        );
+    }
+    if events_tokens.is_empty() {
+        tracing::warn!(
+            "no CALLPULSE_EVENTS_TOKEN set: POST /api/v1/events will refuse every request"
+        );
+    }
+    let params = args.cdr.build_params()?;
+    let store = store::open(&args.store.database)
+        .await
+        .with_context(|| format!("opening {}", args.store.database))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr()?;
+
+    let shutdown = CancellationToken::new();
+    let state = AppState {
+        store: store.clone(),
+        verifier: Arc::new(WebhookVerifier::new(
+            key_pairs.iter().map(|(k, s)| (k.as_str(), s.as_str())),
+        )),
+        events_tokens: Arc::new(events_tokens.clone()),
+        pipeline_wake: Arc::new(Notify::new()),
+        counters: Arc::new(IngestCounters::default()),
+        max_body_bytes: args.max_body_bytes,
+    };
+    let mut tasks = vec![tokio::spawn(pipeline::run(
+        store,
+        params,
+        state.pipeline_wake.clone(),
+        shutdown.clone(),
+    ))];
+    let router = http::router(state.clone());
+    let server_shutdown = shutdown.clone();
+    tasks.push(tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(server_shutdown.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "http server stopped");
+        }
+    }));
+    if args.demo {
+        let (key, secret) = key_pairs[0].clone();
+        let config = simulate::SimConfig {
+            base_url: format!("http://{addr}"),
+            api_key: key,
+            api_secret: secret,
+            events_token: events_tokens[0].clone(),
+            rate: args.demo_rate,
+            duration: None,
+            speed: 1.0,
+            seed: None,
+            ack_log: None,
+        };
+        let demo_shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            match simulate::run(config, demo_shutdown).await {
+                Ok(report) => tracing::info!(calls = report.calls, "demo traffic stopped"),
+                Err(e) => tracing::error!(error = format!("{e:#}"), "demo traffic failed"),
+            }
+        }));
+    }
+    tracing::info!(%addr, demo = args.demo, "callpulse listening");
+    Ok(Running {
+        addr,
+        shutdown,
+        state,
+        tasks,
+    })
+}

@@ -1,0 +1,280 @@
+//! Command line and configuration: one clap tree. Every setting is a flag, a `CALLPULSE_*`
+//! environment variable, or a key of an optional `callpulse.toml`; a flag beats the environment,
+//! which beats the file, which beats the default. Secrets are never printed.
+
+use anyhow::{Context, bail};
+use callpulse_core::BuildParams;
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "callpulse",
+    version,
+    about = "Telephony monitoring and analytics for LiveKit"
+)]
+#[command(args_override_self = true)]
+pub struct Cli {
+    /// Configuration file (TOML, flat `key = value` with the flag names); ignored when missing.
+    #[arg(
+        long,
+        global = true,
+        env = "CALLPULSE_CONFIG",
+        default_value = "callpulse.toml"
+    )]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the server: webhooks, application events, CDRs and the API.
+    Serve(ServeArgs),
+    /// Recompute every CDR from the event log.
+    Rebuild(RebuildArgs),
+    /// Send realistic, signed LiveKit webhooks and application events to a server.
+    Simulate(SimulateArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct StoreArgs {
+    /// Database URL: `sqlite://PATH` (created if missing).
+    #[arg(
+        long,
+        env = "CALLPULSE_DATABASE",
+        default_value = "sqlite://./callpulse.db"
+    )]
+    pub database: String,
+}
+
+#[derive(Args, Clone)]
+pub struct CdrArgs {
+    /// A call with no event for this many seconds is closed by timeout.
+    #[arg(long, env = "CALLPULSE_CALL_TIMEOUT_SECONDS", default_value_t = 6 * 3600)]
+    pub call_timeout_seconds: u64,
+    /// Abandons shorter than this many seconds are short abandons.
+    #[arg(long, env = "CALLPULSE_SHORT_ABANDON_SECONDS", default_value_t = 5.0)]
+    pub short_abandon_seconds: f64,
+    /// Per-queue short-abandon thresholds: `queue=seconds,queue2=seconds`.
+    #[arg(long, env = "CALLPULSE_SHORT_ABANDON_BY_QUEUE", default_value = "")]
+    pub short_abandon_by_queue: String,
+}
+
+impl CdrArgs {
+    pub fn build_params(&self) -> anyhow::Result<BuildParams> {
+        let mut by_queue = BTreeMap::new();
+        for item in self
+            .short_abandon_by_queue
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+        {
+            let (queue, secs) = item.split_once('=').with_context(|| {
+                format!("short-abandon-by-queue: `{item}` is not queue=seconds")
+            })?;
+            let secs: f64 = secs
+                .trim()
+                .parse()
+                .with_context(|| format!("short-abandon-by-queue: `{secs}` is not a number"))?;
+            by_queue.insert(queue.trim().to_owned(), (secs * 1000.0) as i64);
+        }
+        Ok(BuildParams {
+            call_timeout_ms: (self.call_timeout_seconds * 1000) as i64,
+            short_abandon_ms: (self.short_abandon_seconds * 1000.0) as i64,
+            short_abandon_ms_by_queue: by_queue,
+            ..BuildParams::default()
+        })
+    }
+}
+
+#[derive(Args, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "CALLPULSE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub cdr: CdrArgs,
+    /// LiveKit API keys that may sign webhooks: `key1:secret1,key2:secret2`.
+    #[arg(long, env = "CALLPULSE_LIVEKIT_KEYS", hide_env_values = true)]
+    pub livekit_keys: Option<String>,
+    /// One LiveKit API key (with --livekit-api-secret), as LiveKit's own tools name it.
+    #[arg(long, env = "LIVEKIT_API_KEY")]
+    pub livekit_api_key: Option<String>,
+    #[arg(long, env = "LIVEKIT_API_SECRET", hide_env_values = true)]
+    pub livekit_api_secret: Option<String>,
+    /// Bearer token(s) for `POST /api/v1/events`, comma-separated.
+    #[arg(long, env = "CALLPULSE_EVENTS_TOKEN", hide_env_values = true)]
+    pub events_token: Option<String>,
+    /// Largest accepted request body in bytes.
+    #[arg(long, env = "CALLPULSE_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Run the traffic simulator in-process so the dashboard has live calls at once.
+    #[arg(long, env = "CALLPULSE_DEMO")]
+    pub demo: bool,
+    /// Demo traffic: new calls per second.
+    #[arg(long, env = "CALLPULSE_DEMO_RATE", default_value_t = 0.5)]
+    pub demo_rate: f64,
+}
+
+impl ServeArgs {
+    /// The configured `(key, secret)` pairs.
+    pub fn livekit_key_pairs(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let mut pairs = parse_key_pairs(self.livekit_keys.as_deref().unwrap_or(""))?;
+        match (&self.livekit_api_key, &self.livekit_api_secret) {
+            (Some(k), Some(s)) if !k.is_empty() && !s.is_empty() => {
+                pairs.push((k.clone(), s.clone()))
+            }
+            (Some(_), None) | (None, Some(_)) => {
+                bail!("LIVEKIT_API_KEY and LIVEKIT_API_SECRET must be given together")
+            }
+            _ => {}
+        }
+        Ok(pairs)
+    }
+
+    pub fn events_tokens(&self) -> Vec<String> {
+        self.events_token
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// Parses `key1:secret1,key2:secret2`.
+pub fn parse_key_pairs(raw: &str) -> anyhow::Result<Vec<(String, String)>> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|pair| match pair.split_once(':') {
+            Some((k, s)) if !k.is_empty() && !s.is_empty() => Ok((k.to_owned(), s.to_owned())),
+            _ => bail!("livekit-keys: an entry is not `key:secret` (entries are comma-separated)"),
+        })
+        .collect()
+}
+
+#[derive(Args, Clone)]
+pub struct RebuildArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub cdr: CdrArgs,
+}
+
+#[derive(Args, Clone)]
+pub struct SimulateArgs {
+    /// Base URL of the callpulse server.
+    #[arg(
+        long,
+        env = "CALLPULSE_SIMULATE_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub url: String,
+    /// New calls per second.
+    #[arg(long, default_value_t = 1.0)]
+    pub rate: f64,
+    /// How long to send new calls, in seconds (calls in flight then finish).
+    #[arg(long, default_value_t = 60.0)]
+    pub duration: f64,
+    /// The LiveKit `key:secret` pair to sign with (the first of CALLPULSE_LIVEKIT_KEYS).
+    #[arg(long, env = "CALLPULSE_LIVEKIT_KEYS", hide_env_values = true)]
+    pub livekit_keys: String,
+    /// Bearer token for application events.
+    #[arg(long, env = "CALLPULSE_EVENTS_TOKEN", hide_env_values = true)]
+    pub events_token: String,
+    /// Speed-up: a call's simulated minute lasts 60/speed real seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub speed: f64,
+    /// Random seed, for repeatable traffic.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Append the id of every event the server acknowledged (2xx) to this file, one per line.
+    #[arg(long)]
+    pub ack_log: Option<PathBuf>,
+}
+
+/// Command-line arguments with the configuration file's settings inserted where neither a flag
+/// nor an environment variable sets them.
+pub fn args_with_config_file(args: Vec<OsString>) -> anyhow::Result<Vec<OsString>> {
+    let path = config_path(&args);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(args),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let command = Cli::command();
+    let Some((position, sub)) = args
+        .iter()
+        .enumerate()
+        .skip(1)
+        .find_map(|(i, a)| command.find_subcommand(a.to_str()?).map(|s| (i, s.clone())))
+    else {
+        return Ok(args);
+    };
+    let mut inserted = Vec::new();
+    for (key, value) in &table {
+        let flag = key.replace('_', "-");
+        let Some(arg) = sub
+            .get_arguments()
+            .find(|a| a.get_long() == Some(flag.as_str()))
+        else {
+            if Cli::command()
+                .get_arguments()
+                .any(|a| a.get_long() == Some(flag.as_str()))
+            {
+                continue;
+            }
+            bail!(
+                "{}: unknown setting `{key}` for `{}`",
+                path.display(),
+                sub.get_name()
+            );
+        };
+        if arg
+            .get_env()
+            .is_some_and(|env| std::env::var_os(env).is_some())
+        {
+            continue;
+        }
+        let value = match value {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Boolean(true) => {
+                inserted.push(OsString::from(format!("--{flag}")));
+                continue;
+            }
+            toml::Value::Boolean(false) => continue,
+            other => other.to_string(),
+        };
+        inserted.push(OsString::from(format!("--{flag}={value}")));
+    }
+    let mut out = args;
+    out.splice(position + 1..position + 1, inserted);
+    Ok(out)
+}
+
+fn config_path(args: &[OsString]) -> PathBuf {
+    let mut iter = args.iter();
+    while let Some(a) = iter.next() {
+        let a = a.to_string_lossy();
+        if let Some(v) = a.strip_prefix("--config=") {
+            return PathBuf::from(v);
+        }
+        if a == "--config" {
+            if let Some(v) = iter.next() {
+                return PathBuf::from(v);
+            }
+        }
+    }
+    std::env::var_os("CALLPULSE_CONFIG")
+        .map_or_else(|| PathBuf::from("callpulse.toml"), PathBuf::from)
+}

@@ -1,0 +1,145 @@
+//! JSON shapes of the API (METRICS.md §2, §8): core types are converted here, never serialised
+//! directly, so the API stays stable while the core changes.
+
+use callpulse_core::{Cdr, Timestamp};
+use serde::Serialize;
+
+/// RFC 3339 UTC with milliseconds.
+pub fn rfc3339(t: Timestamp) -> String {
+    chrono::DateTime::from_timestamp_millis(t.millis())
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+#[derive(Debug, Serialize)]
+pub struct CdrDto {
+    pub call_id: String,
+    pub direction: &'static str,
+    pub caller_number: Option<String>,
+    pub callee_number: Option<String>,
+    pub trunk_id: Option<String>,
+    pub room_name: Option<String>,
+    pub start_time: String,
+    pub answer_time: Option<String>,
+    pub end_time: Option<String>,
+    pub duration_seconds: Option<f64>,
+    pub ring_duration_seconds: Option<f64>,
+    pub queue_wait_seconds: Option<f64>,
+    pub outcome: &'static str,
+    pub transfer_type: Option<&'static str>,
+    pub transfer_target: Option<String>,
+    pub recording_url: Option<String>,
+    pub sip_error_code: Option<u16>,
+    pub agent_id: Option<String>,
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    pub queue: Option<String>,
+    pub disconnect_reason: Option<String>,
+    pub ended_by: Option<&'static str>,
+    pub answer_source: &'static str,
+    pub anomalies: Vec<&'static str>,
+    pub short_abandon: bool,
+    pub wrap_up_seconds: f64,
+}
+
+impl From<&Cdr> for CdrDto {
+    fn from(c: &Cdr) -> Self {
+        CdrDto {
+            call_id: c.call_id.clone(),
+            direction: c.direction.as_str(),
+            caller_number: c.caller_number.clone(),
+            callee_number: c.callee_number.clone(),
+            trunk_id: c.trunk_id.clone(),
+            room_name: c.room_name.clone(),
+            start_time: rfc3339(c.start_time),
+            answer_time: c.answer_time.map(rfc3339),
+            end_time: c.end_time.map(rfc3339),
+            duration_seconds: c.duration_seconds,
+            ring_duration_seconds: c.ring_duration_seconds,
+            queue_wait_seconds: c.queue_wait_seconds,
+            outcome: c.outcome.as_str(),
+            transfer_type: c.transfer_type.map(|t| t.as_str()),
+            transfer_target: c.transfer_target.clone(),
+            recording_url: c.recording_url.clone(),
+            sip_error_code: c.sip_error_code,
+            agent_id: c.agent_id.clone(),
+            metadata: c.metadata.clone(),
+            queue: c.queue.clone(),
+            disconnect_reason: c.disconnect_reason.clone(),
+            ended_by: c.ended_by.map(|e| e.as_str()),
+            answer_source: c.answer_source.as_str(),
+            anomalies: c.anomalies.iter().map(|a| a.as_str()).collect(),
+            short_abandon: c.short_abandon,
+            wrap_up_seconds: c.wrap_up_seconds,
+        }
+    }
+}
+
+/// CSV column order: the CDR fields, nested values as JSON text and lists joined by `;`.
+pub const CSV_HEADER: &[&str] = &[
+    "call_id",
+    "direction",
+    "caller_number",
+    "callee_number",
+    "trunk_id",
+    "room_name",
+    "start_time",
+    "answer_time",
+    "end_time",
+    "duration_seconds",
+    "ring_duration_seconds",
+    "queue_wait_seconds",
+    "outcome",
+    "transfer_type",
+    "transfer_target",
+    "recording_url",
+    "sip_error_code",
+    "agent_id",
+    "metadata",
+    "queue",
+    "disconnect_reason",
+    "ended_by",
+    "answer_source",
+    "anomalies",
+    "short_abandon",
+    "wrap_up_seconds",
+];
+
+impl CdrDto {
+    pub fn csv_record(&self) -> Vec<String> {
+        let s = |v: &Option<String>| v.clone().unwrap_or_default();
+        let n = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
+        vec![
+            self.call_id.clone(),
+            self.direction.into(),
+            s(&self.caller_number),
+            s(&self.callee_number),
+            s(&self.trunk_id),
+            s(&self.room_name),
+            self.start_time.clone(),
+            s(&self.answer_time),
+            s(&self.end_time),
+            n(self.duration_seconds),
+            n(self.ring_duration_seconds),
+            n(self.queue_wait_seconds),
+            self.outcome.into(),
+            self.transfer_type.unwrap_or_default().into(),
+            s(&self.transfer_target),
+            s(&self.recording_url),
+            self.sip_error_code
+                .map(|c| c.to_string())
+                .unwrap_or_default(),
+            s(&self.agent_id),
+            self.metadata
+                .as_ref()
+                .map(|m| serde_json::Value::Object(m.clone()).to_string())
+                .unwrap_or_default(),
+            s(&self.queue),
+            s(&self.disconnect_reason),
+            self.ended_by.unwrap_or_default().into(),
+            self.answer_source.into(),
+            self.anomalies.join(";"),
+            self.short_abandon.to_string(),
+            self.wrap_up_seconds.to_string(),
+        ]
+    }
+}

@@ -1,0 +1,86 @@
+//! `POST /api/v1/events`: application events, authenticated by their own bearer token. A batch is
+//! validated whole and appended in one transaction: accepted whole or not at all.
+
+use super::{ApiError, AppState, IngestCounters, read_body};
+use crate::ingest::app_events::{AppEvent, parse_batch};
+use crate::pipeline::now;
+use crate::store::{Appended, NewEvent};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use callpulse_core::Source;
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+
+fn authorized(headers: &HeaderMap, tokens: &[String]) -> bool {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    let Some(presented) = presented else {
+        return false;
+    };
+    tokens.iter().fold(false, |ok, t| {
+        ok | bool::from(t.as_bytes().ct_eq(presented.as_bytes()))
+    })
+}
+
+pub async fn receive_app_events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    if !authorized(&headers, &state.events_tokens) {
+        let detail = if state.events_tokens.is_empty() {
+            "application events are disabled: no events token is configured"
+        } else {
+            "missing or wrong bearer token"
+        };
+        return Err(ApiError::Unauthorized {
+            code: "invalid_token",
+            detail: detail.into(),
+        });
+    }
+    let received_at = now();
+    let body = read_body(&headers, body, state.max_body_bytes).await?;
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("body is not JSON: {e}")))?;
+    let events = parse_batch(&value).map_err(|e| {
+        IngestCounters::add(&state.counters.app_batches_rejected, 1);
+        ApiError::Unprocessable {
+            code: "invalid_event",
+            detail: e.to_string(),
+        }
+    })?;
+    let batch: Vec<NewEvent> = events
+        .into_iter()
+        .map(|(event, raw)| NewEvent {
+            source: Source::App,
+            event_id: event.id().to_owned(),
+            event_type: raw["type"].as_str().unwrap_or_default().to_owned(),
+            received_at,
+            body: serde_json::to_vec(&raw).unwrap_or_default(),
+            call_event: match event {
+                AppEvent::Call(e) => Some(e),
+                AppEvent::AgentState { .. } => None,
+            },
+        })
+        .collect();
+    let appended = state.store.append(&batch).await?;
+    let stored = appended
+        .iter()
+        .filter(|a| matches!(a, Appended::Stored { .. }))
+        .count();
+    let duplicates = appended.len() - stored;
+    IngestCounters::add(&state.counters.app_events_stored, stored as u64);
+    IngestCounters::add(&state.counters.app_events_duplicate, duplicates as u64);
+    if stored > 0 {
+        state.pipeline_wake.notify_one();
+    }
+    Ok(Json(json!({"accepted": stored, "duplicates": duplicates})))
+}

@@ -1,0 +1,130 @@
+//! The HTTP adapter: the one list of routes, the shared state, and helpers every handler uses.
+//! Only this module knows the JSON shapes of the API.
+
+mod cdrs;
+mod dto;
+mod error;
+mod events;
+mod webhooks;
+
+use crate::ingest::livekit::WebhookVerifier;
+use crate::store::Store;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderMap, header};
+use axum::routing::{get, post};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::Notify;
+
+pub use error::ApiError;
+
+/// Counters of what the ingest endpoints saw since start.
+#[derive(Debug, Default)]
+pub struct IngestCounters {
+    pub webhooks_stored: AtomicU64,
+    pub webhooks_duplicate: AtomicU64,
+    pub webhooks_rejected: AtomicU64,
+    pub webhooks_quarantined: AtomicU64,
+    pub app_events_stored: AtomicU64,
+    pub app_events_duplicate: AtomicU64,
+    pub app_batches_rejected: AtomicU64,
+}
+
+impl IngestCounters {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+    fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// Everything a handler may need; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub verifier: Arc<WebhookVerifier>,
+    pub events_tokens: Arc<Vec<String>>,
+    /// Woken after every append so the CDR pipeline runs at once.
+    pub pipeline_wake: Arc<Notify>,
+    pub counters: Arc<IngestCounters>,
+    pub max_body_bytes: usize,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/webhooks/livekit", post(webhooks::receive_livekit_webhook))
+        .route("/api/v1/events", post(events::receive_app_events))
+        .route("/api/v1/cdrs", get(cdrs::list_cdrs))
+        .route("/api/v1/cdrs/{call_id}", get(cdrs::get_cdr))
+        .route("/api/v1/ingest", get(ingest_stats))
+        .route("/healthz", get(healthz))
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+async fn healthz() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn ingest_stats(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let c = &state.counters;
+    Ok(axum::Json(serde_json::json!({
+        "events_in_log": state.store.event_count().await?,
+        "quarantined_in_store": state.store.quarantine_count().await?,
+        "since_start": {
+            "webhooks_stored": IngestCounters::get(&c.webhooks_stored),
+            "webhooks_duplicate": IngestCounters::get(&c.webhooks_duplicate),
+            "webhooks_rejected": IngestCounters::get(&c.webhooks_rejected),
+            "webhooks_quarantined": IngestCounters::get(&c.webhooks_quarantined),
+            "app_events_stored": IngestCounters::get(&c.app_events_stored),
+            "app_events_duplicate": IngestCounters::get(&c.app_events_duplicate),
+            "app_batches_rejected": IngestCounters::get(&c.app_batches_rejected),
+        }
+    })))
+}
+
+/// Reads a request body up to `limit` bytes; larger bodies (by header or by count) are refused
+/// with 413 before they are read whole.
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => Ok(bytes.to_vec()),
+        Err(e) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                Err(ApiError::PayloadTooLarge { limit })
+            } else {
+                Err(ApiError::bad_request(
+                    "unreadable_body",
+                    format!("could not read the body: {e}"),
+                ))
+            }
+        }
+    }
+}
+
+/// The request's media type without parameters, lowercased.
+fn content_type(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+}

@@ -1,0 +1,83 @@
+//! `POST /webhooks/livekit`: verify, append the raw body to the log, answer. Nothing slower than
+//! one durable append stands between LiveKit and its 200 (LiveKit stalls a room's queue on a slow
+//! receiver, FACTS.md §2.4).
+
+use super::{ApiError, AppState, IngestCounters, content_type, read_body};
+use crate::ingest::{IngestError, livekit};
+use crate::pipeline::now;
+use crate::store::{Appended, NewEvent, Quarantined};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use callpulse_core::Source;
+use serde_json::{Value, json};
+
+const ACCEPTED_TYPES: &[&str] = &["application/webhook+json", "application/json"];
+
+pub async fn receive_livekit_webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let received_at = now();
+    let body = read_body(&headers, body, state.max_body_bytes).await?;
+    let media_type = content_type(&headers);
+    if let Some(t) = media_type
+        .as_deref()
+        .filter(|t| !ACCEPTED_TYPES.contains(t))
+    {
+        return Err(ApiError::UnsupportedMediaType(t.to_owned()));
+    }
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if let Err(e) = state.verifier.verify(authorization, &body) {
+        IngestCounters::add(&state.counters.webhooks_rejected, 1);
+        tracing::warn!(error = %e, "webhook signature rejected");
+        return Err(ApiError::Unauthorized {
+            code: "invalid_signature",
+            detail: e.to_string(),
+        });
+    }
+    let decoded = match livekit::decode(&body, received_at) {
+        Ok(decoded) => decoded,
+        Err(e @ (IngestError::NotJson(_) | IngestError::Undecodable(_))) => {
+            state
+                .store
+                .quarantine(&Quarantined {
+                    source: Source::Livekit,
+                    received_at,
+                    reason: e.to_string(),
+                    content_type: media_type,
+                    body,
+                })
+                .await?;
+            IngestCounters::add(&state.counters.webhooks_quarantined, 1);
+            tracing::warn!(error = %e, "authentic webhook quarantined");
+            return Err(ApiError::bad_request("unparseable_webhook", e.to_string()));
+        }
+        Err(e) => return Err(ApiError::Internal(e.into())),
+    };
+    let event = NewEvent {
+        source: Source::Livekit,
+        event_id: decoded.event_id.clone(),
+        event_type: decoded.event_name,
+        received_at,
+        body,
+        call_event: decoded.call_event,
+    };
+    let appended = state.store.append(std::slice::from_ref(&event)).await?;
+    let status = match appended.first() {
+        Some(Appended::Stored { .. }) => {
+            IngestCounters::add(&state.counters.webhooks_stored, 1);
+            state.pipeline_wake.notify_one();
+            "stored"
+        }
+        _ => {
+            IngestCounters::add(&state.counters.webhooks_duplicate, 1);
+            "duplicate"
+        }
+    };
+    Ok(Json(json!({"status": status, "id": decoded.event_id})))
+}

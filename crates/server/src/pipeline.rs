@@ -1,0 +1,118 @@
+//! The CDR pipeline: follows the event log and rebuilds the CDR of every call an event touches.
+//!
+//! The log is the queue: the pipeline's position is a stored cursor, so a crash between an append
+//! and its CDR only delays the CDR until the next start. Every build reads the call's full event
+//! set, so the order in which events are processed never changes a CDR.
+
+use crate::store::{Store, StoreError};
+use callpulse_core::event::Scope;
+use callpulse_core::{BuildParams, Timestamp, build};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub const CURSOR: &str = "cdr_pipeline";
+const BATCH: i64 = 1000;
+
+/// The current time as a core timestamp.
+pub fn now() -> Timestamp {
+    Timestamp(chrono::Utc::now().timestamp_millis())
+}
+
+/// Processes every call event not yet applied. Returns how many events it applied.
+pub async fn catch_up(store: &dyn Store, params: &BuildParams) -> Result<usize, StoreError> {
+    let mut cursor = store.cursor(CURSOR).await?;
+    let mut applied = 0;
+    loop {
+        let batch = store.call_events_after(cursor, BATCH).await?;
+        let Some((last, _)) = batch.last() else {
+            return Ok(applied);
+        };
+        let last = *last;
+        let mut calls = BTreeSet::new();
+        for (_, event) in &batch {
+            match &event.scope {
+                Scope::Call { call_id } => {
+                    calls.insert(call_id.clone());
+                }
+                Scope::Room { sid, name } => {
+                    calls.extend(store.calls_in_room(sid.as_deref(), name.as_deref()).await?);
+                }
+            }
+        }
+        rebuild_calls(store, calls.iter().map(String::as_str), params).await?;
+        store.set_cursor(CURSOR, last).await?;
+        applied += batch.len();
+        cursor = last;
+    }
+}
+
+/// Rebuilds and stores the CDRs of the given calls.
+pub async fn rebuild_calls<'a>(
+    store: &dyn Store,
+    calls: impl IntoIterator<Item = &'a str>,
+    params: &BuildParams,
+) -> Result<usize, StoreError> {
+    let mut cdrs = Vec::new();
+    for call_id in calls {
+        let events = store.events_for_call(call_id).await?;
+        cdrs.push(build(call_id, &events, params));
+    }
+    store.upsert_cdrs(&cdrs, params.now).await?;
+    Ok(cdrs.len())
+}
+
+/// Closes calls whose events stopped arriving longer than the call timeout ago.
+pub async fn close_idle_calls(
+    store: &dyn Store,
+    params: &BuildParams,
+) -> Result<usize, StoreError> {
+    let before = Timestamp(params.now.millis() - params.call_timeout_ms);
+    let mut closed = 0;
+    loop {
+        let idle = store.open_calls_idle_since(before, BATCH).await?;
+        if idle.is_empty() {
+            return Ok(closed);
+        }
+        closed += rebuild_calls(store, idle.iter().map(String::as_str), params).await?;
+        if idle.len() < BATCH as usize {
+            return Ok(closed);
+        }
+    }
+}
+
+/// Runs until `shutdown`: applies new events when woken (and at least every second), and closes
+/// idle calls every `sweep_every`.
+pub async fn run(
+    store: Arc<dyn Store>,
+    params: BuildParams,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let sweep_every = Duration::from_secs(30);
+    let mut last_sweep = tokio::time::Instant::now() - sweep_every;
+    loop {
+        let params = BuildParams {
+            now: now(),
+            ..params.clone()
+        };
+        if let Err(e) = catch_up(store.as_ref(), &params).await {
+            tracing::error!(error = %e, "cdr pipeline failed; retrying");
+        }
+        if last_sweep.elapsed() >= sweep_every {
+            last_sweep = tokio::time::Instant::now();
+            match close_idle_calls(store.as_ref(), &params).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(calls = n, "closed calls by timeout"),
+                Err(e) => tracing::error!(error = %e, "closing idle calls failed"),
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! Storage: one `Store` trait speaking core types, one implementation per backend.
+//!
+//! The backend is chosen once from the database URL (`sqlite://...`). Only this module knows SQL.
+//! The event log is the ground truth; `call_events` and `cdrs` are derived from it and can be
+//! rebuilt (`callpulse rebuild`).
+
+mod sqlite;
+
+use async_trait::async_trait;
+use callpulse_core::{CallEvent, Cdr, Direction, Outcome, Source, Timestamp};
+use std::sync::Arc;
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+    #[error("unsupported database url `{0}` (expected sqlite://...)")]
+    UnsupportedUrl(String),
+}
+
+/// An authentic event to append to the log.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub source: Source,
+    pub event_id: String,
+    pub event_type: String,
+    pub received_at: Timestamp,
+    pub body: Vec<u8>,
+    /// The decoded call event, when the event matters to a CDR.
+    pub call_event: Option<CallEvent>,
+}
+
+/// What became of an appended event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    Stored { seq: i64 },
+    Duplicate,
+}
+
+/// An authentic body that could not be decoded.
+#[derive(Debug, Clone)]
+pub struct Quarantined {
+    pub source: Source,
+    pub received_at: Timestamp,
+    pub reason: String,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// A raw log row, for rebuilds.
+#[derive(Debug, Clone)]
+pub struct RawEvent {
+    pub seq: i64,
+    pub source: Source,
+    pub event_id: String,
+    pub received_at: Timestamp,
+    pub body: Vec<u8>,
+}
+
+/// One entry of a call's event timeline.
+#[derive(Debug, Clone)]
+pub struct TimelineEntry {
+    pub seq: i64,
+    pub received_at: Timestamp,
+    pub event: CallEvent,
+}
+
+/// Filters and position for listing CDRs, ordered by `start_time`, then `call_id`.
+#[derive(Debug, Clone, Default)]
+pub struct CdrQuery {
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+    pub direction: Option<Direction>,
+    pub outcome: Option<Outcome>,
+    pub trunk_id: Option<String>,
+    pub agent_id: Option<String>,
+    pub queue: Option<String>,
+    /// Start after this `(start_time, call_id)`.
+    pub after: Option<(Timestamp, String)>,
+    pub limit: u32,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Appends a batch atomically: all stored (or found duplicate), or none.
+    async fn append(&self, batch: &[NewEvent]) -> Result<Vec<Appended>, StoreError>;
+    async fn quarantine(&self, item: &Quarantined) -> Result<(), StoreError>;
+    async fn quarantine_count(&self) -> Result<i64, StoreError>;
+    async fn event_count(&self) -> Result<i64, StoreError>;
+
+    /// Decoded call events with a log position after `seq`, in log order.
+    async fn call_events_after(
+        &self,
+        seq: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, CallEvent)>, StoreError>;
+    /// The calls already known in a room.
+    async fn calls_in_room(
+        &self,
+        sid: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<Vec<String>, StoreError>;
+    /// Everything the builder needs for one call: its events, its room's events, and the SIP
+    /// events of the other legs of its room.
+    async fn events_for_call(&self, call_id: &str) -> Result<Vec<CallEvent>, StoreError>;
+    async fn upsert_cdrs(&self, cdrs: &[Cdr], now: Timestamp) -> Result<(), StoreError>;
+    /// Calls still in progress whose last event is older than `before`.
+    async fn open_calls_idle_since(
+        &self,
+        before: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError>;
+
+    async fn cursor(&self, name: &str) -> Result<i64, StoreError>;
+    async fn set_cursor(&self, name: &str, value: i64) -> Result<(), StoreError>;
+
+    async fn list_cdrs(&self, query: &CdrQuery) -> Result<Vec<Cdr>, StoreError>;
+    async fn get_cdr(&self, call_id: &str) -> Result<Option<Cdr>, StoreError>;
+    async fn call_timeline(&self, call_id: &str) -> Result<Vec<TimelineEntry>, StoreError>;
+
+    /// Raw log rows after `seq`, for rebuilds.
+    async fn raw_events_after(&self, seq: i64, limit: i64) -> Result<Vec<RawEvent>, StoreError>;
+    /// Drops every derived row (call events, CDRs, cursors) before a rebuild.
+    async fn reset_derived(&self) -> Result<(), StoreError>;
+    async fn insert_call_events(&self, rows: &[(i64, CallEvent)]) -> Result<(), StoreError>;
+    /// Every call id with at least one call-scoped event.
+    async fn all_call_ids(&self) -> Result<Vec<String>, StoreError>;
+}
+
+/// Opens the store named by `url` and brings its schema up to date.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(url).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl(url.to_owned()))
+    }
+}
+
+pub(crate) fn source_name(source: Source) -> &'static str {
+    match source {
+        Source::Livekit => "livekit",
+        Source::App => "app",
+    }
+}
+
+pub(crate) fn parse_source(name: &str) -> Result<Source, StoreError> {
+    match name {
+        "livekit" => Ok(Source::Livekit),
+        "app" => Ok(Source::App),
+        other => Err(StoreError::Corrupt(format!("unknown source `{other}`"))),
+    }
+}
+
+/// The columns a call event is indexed by: call id, room sid, room name.
+pub(crate) fn event_index(e: &CallEvent) -> (Option<&str>, Option<&str>, Option<&str>) {
+    use callpulse_core::event::{EventBody, Scope};
+    match (&e.scope, &e.body) {
+        (
+            Scope::Call { call_id },
+            EventBody::SipJoined { participant } | EventBody::SipLeft { participant, .. },
+        ) => (
+            Some(call_id),
+            participant.room_sid.as_deref(),
+            participant.room_name.as_deref(),
+        ),
+        (Scope::Call { call_id }, _) => (Some(call_id), None, None),
+        (Scope::Room { sid, name }, _) => (None, sid.as_deref(), name.as_deref()),
+    }
+}

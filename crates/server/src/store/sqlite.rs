@@ -1,0 +1,389 @@
+//! The embedded SQLite backend: one file, WAL, `synchronous=FULL` so that a committed append is on
+//! disk before the webhook is answered.
+
+use super::{
+    Appended, CdrQuery, NewEvent, Quarantined, RawEvent, Store, StoreError, TimelineEntry,
+    event_index, parse_source, source_name,
+};
+use async_trait::async_trait;
+use callpulse_core::event::{EventBody, Scope};
+use callpulse_core::{CallEvent, Cdr, Timestamp};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use std::str::FromStr;
+use std::time::Duration;
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+fn decode_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn encode_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+impl SqliteStore {
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+
+    async fn cdrs_where(&self, clause: &str, arg: &str) -> Result<Vec<Cdr>, StoreError> {
+        let sql = format!("SELECT body FROM cdrs WHERE {clause}");
+        let rows = sqlx::query(&sql).bind(arg).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| decode_json(r.get::<&str, _>("body")))
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn append(&self, batch: &[NewEvent]) -> Result<Vec<Appended>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut out = Vec::with_capacity(batch.len());
+        for e in batch {
+            let seq: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO event_log (source, event_id, event_type, received_at_ms, body)
+                 VALUES (?, ?, ?, ?, ?) ON CONFLICT (source, event_id) DO NOTHING RETURNING seq",
+            )
+            .bind(source_name(e.source))
+            .bind(&e.event_id)
+            .bind(&e.event_type)
+            .bind(e.received_at.millis())
+            .bind(&e.body)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(seq) = seq else {
+                out.push(Appended::Duplicate);
+                continue;
+            };
+            if let Some(call_event) = &e.call_event {
+                insert_call_event(&mut tx, seq, call_event).await?;
+            }
+            out.push(Appended::Stored { seq });
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn quarantine(&self, item: &Quarantined) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO quarantine (source, received_at_ms, reason, content_type, body)
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(source_name(item.source))
+        .bind(item.received_at.millis())
+        .bind(&item.reason)
+        .bind(&item.content_type)
+        .bind(&item.body)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn quarantine_count(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM quarantine")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn event_count(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM event_log")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn call_events_after(
+        &self,
+        seq: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, CallEvent)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT seq, body FROM call_events WHERE seq > ? ORDER BY seq LIMIT ?")
+                .bind(seq)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| Ok((r.get("seq"), decode_json(r.get::<&str, _>("body"))?)))
+            .collect()
+    }
+
+    async fn calls_in_room(
+        &self,
+        sid: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
+        let (clause, arg) = match (sid, name) {
+            (Some(sid), _) => ("room_sid = ?", sid),
+            (None, Some(name)) => ("room_name = ?", name),
+            (None, None) => return Ok(vec![]),
+        };
+        let sql = format!("SELECT call_id FROM cdrs WHERE {clause}");
+        Ok(sqlx::query_scalar(&sql)
+            .bind(arg)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn events_for_call(&self, call_id: &str) -> Result<Vec<CallEvent>, StoreError> {
+        let own: Vec<String> = sqlx::query_scalar("SELECT body FROM call_events WHERE call_id = ?")
+            .bind(call_id)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut events: Vec<CallEvent> = own
+            .iter()
+            .map(|b| decode_json(b))
+            .collect::<Result<_, _>>()?;
+        let room = events.iter().find_map(|e| match (&e.scope, &e.body) {
+            (
+                Scope::Call { .. },
+                EventBody::SipJoined { participant } | EventBody::SipLeft { participant, .. },
+            ) => Some((participant.room_sid.clone(), participant.room_name.clone())),
+            _ => None,
+        });
+        let Some((sid, name)) = room else {
+            return Ok(events);
+        };
+        let related: Vec<String> = sqlx::query_scalar(
+            "SELECT body FROM call_events
+             WHERE (call_id IS NULL OR call_id <> ?1)
+               AND (room_sid = ?2 OR (room_sid IS NULL AND room_name = ?3))",
+        )
+        .bind(call_id)
+        .bind(sid)
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        for body in &related {
+            events.push(decode_json(body)?);
+        }
+        Ok(events)
+    }
+
+    async fn upsert_cdrs(&self, cdrs: &[Cdr], now: Timestamp) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for cdr in cdrs {
+            sqlx::query(
+                "INSERT INTO cdrs (call_id, start_ms, end_ms, last_event_ms, direction, outcome,
+                    trunk_id, agent_id, queue, room_sid, room_name, body, updated_at_ms)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (call_id) DO UPDATE SET start_ms = excluded.start_ms,
+                    end_ms = excluded.end_ms, last_event_ms = excluded.last_event_ms,
+                    direction = excluded.direction, outcome = excluded.outcome,
+                    trunk_id = excluded.trunk_id, agent_id = excluded.agent_id,
+                    queue = excluded.queue, room_sid = excluded.room_sid,
+                    room_name = excluded.room_name, body = excluded.body,
+                    updated_at_ms = excluded.updated_at_ms",
+            )
+            .bind(&cdr.call_id)
+            .bind(cdr.start_time.millis())
+            .bind(cdr.end_time.map(Timestamp::millis))
+            .bind(cdr.last_event_at.millis())
+            .bind(cdr.direction.as_str())
+            .bind(cdr.outcome.as_str())
+            .bind(&cdr.trunk_id)
+            .bind(&cdr.agent_id)
+            .bind(&cdr.queue)
+            .bind(&cdr.room_sid)
+            .bind(&cdr.room_name)
+            .bind(encode_json(cdr)?)
+            .bind(now.millis())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn open_calls_idle_since(
+        &self,
+        before: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT call_id FROM cdrs WHERE outcome = 'in_progress' AND last_event_ms <= ?
+             ORDER BY last_event_ms LIMIT ?",
+        )
+        .bind(before.millis())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn cursor(&self, name: &str) -> Result<i64, StoreError> {
+        let v: Option<i64> = sqlx::query_scalar("SELECT value FROM cursors WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(v.unwrap_or(0))
+    }
+
+    async fn set_cursor(&self, name: &str, value: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO cursors (name, value) VALUES (?, ?)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(name)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_cdrs(&self, q: &CdrQuery) -> Result<Vec<Cdr>, StoreError> {
+        let mut sql = QueryBuilder::<Sqlite>::new("SELECT body FROM cdrs WHERE 1 = 1");
+        if let Some(from) = q.from {
+            sql.push(" AND start_ms >= ").push_bind(from.millis());
+        }
+        if let Some(to) = q.to {
+            sql.push(" AND start_ms < ").push_bind(to.millis());
+        }
+        if let Some(d) = q.direction {
+            sql.push(" AND direction = ").push_bind(d.as_str());
+        }
+        if let Some(o) = q.outcome {
+            sql.push(" AND outcome = ").push_bind(o.as_str());
+        }
+        for (column, value) in [
+            ("trunk_id", &q.trunk_id),
+            ("agent_id", &q.agent_id),
+            ("queue", &q.queue),
+        ] {
+            if let Some(v) = value {
+                sql.push(format_args!(" AND {column} = "))
+                    .push_bind(v.clone());
+            }
+        }
+        if let Some((start, call_id)) = &q.after {
+            sql.push(" AND (start_ms, call_id) > (")
+                .push_bind(start.millis())
+                .push(", ")
+                .push_bind(call_id.clone())
+                .push(")");
+        }
+        sql.push(" ORDER BY start_ms, call_id LIMIT ")
+            .push_bind(i64::from(q.limit));
+        let rows = sql.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| decode_json(r.get::<&str, _>("body")))
+            .collect()
+    }
+
+    async fn get_cdr(&self, call_id: &str) -> Result<Option<Cdr>, StoreError> {
+        Ok(self.cdrs_where("call_id = ?", call_id).await?.pop())
+    }
+
+    async fn call_timeline(&self, call_id: &str) -> Result<Vec<TimelineEntry>, StoreError> {
+        let mut events = self.events_for_call(call_id).await?;
+        events.retain(|e| match &e.scope {
+            Scope::Call { call_id: c } => c == call_id,
+            Scope::Room { .. } => true,
+        });
+        let mut out = Vec::with_capacity(events.len());
+        for event in events {
+            let row = sqlx::query(
+                "SELECT seq, received_at_ms FROM event_log WHERE event_id = ? AND source = ?",
+            )
+            .bind(&event.key)
+            .bind(source_name(event.source))
+            .fetch_optional(&self.pool)
+            .await?;
+            let (seq, received) = row.map_or((0, event.at.millis()), |r| {
+                (r.get("seq"), r.get("received_at_ms"))
+            });
+            out.push(TimelineEntry {
+                seq,
+                received_at: Timestamp(received),
+                event,
+            });
+        }
+        out.sort_by(|a, b| (a.event.at, a.seq).cmp(&(b.event.at, b.seq)));
+        Ok(out)
+    }
+
+    async fn raw_events_after(&self, seq: i64, limit: i64) -> Result<Vec<RawEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, source, event_id, received_at_ms, body FROM event_log
+             WHERE seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(seq)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RawEvent {
+                    seq: r.get("seq"),
+                    source: parse_source(r.get("source"))?,
+                    event_id: r.get("event_id"),
+                    received_at: Timestamp(r.get("received_at_ms")),
+                    body: r.get("body"),
+                })
+            })
+            .collect()
+    }
+
+    async fn reset_derived(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for table in ["call_events", "cdrs", "cursors"] {
+            sqlx::query(&format!("DELETE FROM {table}"))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn insert_call_events(&self, rows: &[(i64, CallEvent)]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for (seq, event) in rows {
+            insert_call_event(&mut tx, *seq, event).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn all_call_ids(&self) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT call_id FROM call_events WHERE call_id IS NOT NULL ORDER BY call_id",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
+async fn insert_call_event(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    seq: i64,
+    event: &CallEvent,
+) -> Result<(), StoreError> {
+    let (call_id, room_sid, room_name) = event_index(event);
+    sqlx::query(
+        "INSERT OR REPLACE INTO call_events (seq, call_id, room_sid, room_name, at_ms, event_type, body)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(seq)
+    .bind(call_id)
+    .bind(room_sid)
+    .bind(room_name)
+    .bind(event.at.millis())
+    .bind(event.body.type_name())
+    .bind(encode_json(event)?)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
