@@ -269,10 +269,10 @@ fn config_path(args: &[OsString]) -> PathBuf {
         if let Some(v) = a.strip_prefix("--config=") {
             return PathBuf::from(v);
         }
-        if a == "--config" {
-            if let Some(v) = iter.next() {
-                return PathBuf::from(v);
-            }
+        if a == "--config"
+            && let Some(v) = iter.next()
+        {
+            return PathBuf::from(v);
         }
     }
     std::env::var_os("CALLPULSE_CONFIG")

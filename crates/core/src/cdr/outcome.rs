@@ -162,18 +162,16 @@ fn unanswered(
     phone_side: EndedBy,
 ) -> (Outcome, EndedBy) {
     let inbound = t.direction == Direction::Inbound;
-    if !inbound {
-        if let Some(outcome) = t
-            .sip_error()
-            .and_then(|(code, _)| outcome_for_sip_code(code))
-        {
-            let by = if outcome == Outcome::Failed {
-                EndedBy::System
-            } else {
-                phone_side
-            };
-            return (outcome, by);
-        }
+    let reported = t
+        .sip_error()
+        .and_then(|(code, _)| outcome_for_sip_code(code));
+    if let (false, Some(outcome)) = (inbound, reported) {
+        let by = if outcome == Outcome::Failed {
+            EndedBy::System
+        } else {
+            phone_side
+        };
+        return (outcome, by);
     }
     match reason {
         Some("USER_REJECTED") => return (Outcome::Busy, phone_side),

@@ -242,8 +242,10 @@ impl<'a> Timeline<'a> {
         let reported = self
             .bodies()
             .find_map(|(e, b)| matches!(b, EventBody::CallAnswered).then_some(e.at));
-        if let Some(at) = reported {
-            if end_time.is_none_or(|end| at.millis() <= end.millis() + CREATED_AT_TOLERANCE_MS) {
+        if let Some(at) = reported
+            && end_time.is_none_or(|end| at.millis() <= end.millis() + CREATED_AT_TOLERANCE_MS)
+        {
+            {
                 return Answer {
                     observed: true,
                     time: Some(at.max(self.start_time)),

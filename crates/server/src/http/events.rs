@@ -66,7 +66,7 @@ pub async fn receive_app_events(
             received_at,
             body: serde_json::to_vec(&raw).unwrap_or_default(),
             call_event: match event {
-                AppEvent::Call(e) => Some(e),
+                AppEvent::Call(e) => Some(*e),
                 AppEvent::AgentState { .. } => None,
             },
         })

@@ -18,7 +18,7 @@ pub struct AppEventError {
 /// A valid application event.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AppEvent {
-    Call(CallEvent),
+    Call(Box<CallEvent>),
     AgentState {
         id: String,
         at: Timestamp,
@@ -226,12 +226,12 @@ fn parse_one(index: usize, value: &Value) -> Result<AppEvent, AppEventError> {
             ));
         }
     };
-    Ok(AppEvent::Call(CallEvent {
+    Ok(AppEvent::Call(Box::new(CallEvent {
         key: id,
         source: Source::App,
         at,
         scope,
         body,
         unknown_enum_values: vec![],
-    }))
+    })))
 }

@@ -34,7 +34,7 @@ pub fn decode_logged(raw: &RawEvent) -> Option<CallEvent> {
         Source::App => {
             let value: serde_json::Value = serde_json::from_slice(&raw.body).ok()?;
             match app_events::parse_batch(&value).ok()?.pop()?.0 {
-                app_events::AppEvent::Call(e) => Some(e),
+                app_events::AppEvent::Call(e) => Some(*e),
                 app_events::AppEvent::AgentState { .. } => None,
             }
         }

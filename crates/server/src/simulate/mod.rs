@@ -230,10 +230,10 @@ impl Sender {
             ),
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        if let (Some(log), Some(line)) = (&self.ack_log, line) {
-            if let Ok(mut log) = log.lock() {
-                let _ = writeln!(log, "{line}");
-            }
+        if let (Some(log), Some(line)) = (&self.ack_log, line)
+            && let Ok(mut log) = log.lock()
+        {
+            let _ = writeln!(log, "{line}");
         }
     }
 }

@@ -311,7 +311,7 @@ impl Store for SqliteStore {
                 event,
             });
         }
-        out.sort_by(|a, b| (a.event.at, a.seq).cmp(&(b.event.at, b.seq)));
+        out.sort_by_key(|e| (e.event.at, e.seq));
         Ok(out)
     }
 

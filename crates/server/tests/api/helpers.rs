@@ -1,0 +1,169 @@
+//! `spawn_app()` and typed helpers to talk to it.
+
+use base64::Engine;
+use callpulse_server::app::{self, Running};
+use callpulse_server::config::{Cli, Command};
+use clap::Parser;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+
+pub const KEY: &str = "APIkey1";
+pub const SECRET: &str = "secret-one-that-is-long-enough-0001";
+pub const KEY2: &str = "APIkey2";
+pub const SECRET2: &str = "secret-two-that-is-long-enough-0002";
+pub const EVENTS_TOKEN: &str = "events-token-for-tests";
+pub const MAX_BODY: usize = 64 * 1024;
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub running: Running,
+    pub db_url: String,
+    pub _dir: tempfile::TempDir,
+}
+
+pub async fn spawn_app() -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db_url = format!("sqlite://{}", dir.path().join("callpulse.db").display());
+    let running = start(&db_url).await;
+    TestApp {
+        base: format!("http://{}", running.addr),
+        client: reqwest::Client::new(),
+        running,
+        db_url,
+        _dir: dir,
+    }
+}
+
+pub async fn start(db_url: &str) -> Running {
+    let keys = format!("{KEY}:{SECRET},{KEY2}:{SECRET2}");
+    let max_body = MAX_BODY.to_string();
+    let cli = Cli::try_parse_from([
+        "callpulse",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--database",
+        db_url,
+        "--livekit-keys",
+        &keys,
+        "--events-token",
+        EVENTS_TOKEN,
+        "--max-body-bytes",
+        &max_body,
+    ])
+    .expect("test arguments parse");
+    let Command::Serve(args) = cli.command else {
+        unreachable!("serve was given")
+    };
+    app::start(args).await.expect("server starts")
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/livekit");
+    let path = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(name))
+        .unwrap_or_else(|| panic!("no fixture {name}"));
+    std::fs::read(path).unwrap()
+}
+
+/// A LiveKit-style token: HS256 over the body's SHA-256, signed with the given key.
+pub fn sign_with(body: &[u8], key: &str, secret: &str, ttl: Duration) -> String {
+    let sha = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(body));
+    livekit_api::access_token::AccessToken::with_api_key(key, secret)
+        .with_ttl(ttl)
+        .with_sha256(&sha)
+        .to_jwt()
+        .expect("token signs")
+}
+
+pub fn sign(body: &[u8]) -> String {
+    sign_with(body, KEY, SECRET, Duration::from_secs(300))
+}
+
+impl TestApp {
+    pub async fn post_webhook_raw(
+        &self,
+        body: Vec<u8>,
+        auth: Option<String>,
+        content_type: &str,
+    ) -> reqwest::Response {
+        let mut req = self
+            .client
+            .post(format!("{}/webhooks/livekit", self.base))
+            .header("Content-Type", content_type)
+            .body(body);
+        if let Some(auth) = auth {
+            req = req.header("Authorization", auth);
+        }
+        req.send().await.expect("request sent")
+    }
+
+    pub async fn post_webhook(&self, body: &[u8]) -> reqwest::Response {
+        self.post_webhook_raw(body.to_vec(), Some(sign(body)), "application/webhook+json")
+            .await
+    }
+
+    pub async fn post_events(&self, events: &Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}/api/v1/events", self.base))
+            .bearer_auth(EVENTS_TOKEN)
+            .json(events)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("request sent");
+        let status = r.status().as_u16();
+        (status, r.json().await.expect("json body"))
+    }
+
+    pub async fn ingest_stats(&self) -> Value {
+        self.get_json("/api/v1/ingest").await.1
+    }
+
+    /// Polls the CDR until `ready` holds (the pipeline works asynchronously), for up to 10 s.
+    pub async fn wait_for_cdr(&self, call_id: &str, ready: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, body) = self.get_json(&format!("/api/v1/cdrs/{call_id}")).await;
+            if status == 200 && ready(&body["cdr"]) {
+                return body;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "cdr {call_id} never became ready: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until the pipeline has applied every logged event.
+    pub async fn settle(&self) {
+        let params = callpulse_core::BuildParams {
+            now: callpulse_server::pipeline::now(),
+            ..Default::default()
+        };
+        callpulse_server::pipeline::catch_up(self.running.state.store.as_ref(), &params)
+            .await
+            .expect("pipeline catches up");
+    }
+}
+
+pub async fn error_body(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.expect("errors are JSON");
+    assert!(body["error"].is_string(), "error code present: {body}");
+    assert!(body["detail"].is_string(), "detail present: {body}");
+    (status, body)
+}

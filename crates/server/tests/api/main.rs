@@ -1,0 +1,8 @@
+//! API tests: each starts the real server on port 0 with its own SQLite file.
+
+mod cdrs;
+mod events;
+mod helpers;
+mod livekit_sdk;
+mod rebuild;
+mod webhooks;

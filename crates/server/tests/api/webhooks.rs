@@ -1,0 +1,221 @@
+//! `POST /webhooks/livekit`: signatures, duplicates, limits, quarantine, tolerant decoding.
+
+use crate::helpers::*;
+use std::time::Duration;
+
+#[tokio::test]
+async fn signed_sample_scenario_builds_an_answered_cdr() {
+    let app = spawn_app().await;
+    for name in ["01", "02", "03", "04", "05", "06", "07"] {
+        let r = app.post_webhook(&fixture(name)).await;
+        assert_eq!(r.status(), 200, "{name}");
+    }
+    let body = app
+        .wait_for_cdr("SCL_9piNuUTbRzfj", |c| c["recording_url"].is_string())
+        .await;
+    let cdr = &body["cdr"];
+    assert_eq!(cdr["outcome"], "answered");
+    assert_eq!(cdr["start_time"], "2026-11-23T14:02:10.687Z");
+    assert_eq!(cdr["answer_time"], "2026-11-23T14:02:12.000Z");
+    assert_eq!(cdr["duration_seconds"], 186.0);
+    assert_eq!(cdr["sip_error_code"], serde_json::Value::Null);
+    assert_eq!(body["events"].as_array().unwrap().len(), 7);
+}
+
+#[tokio::test]
+async fn bearer_prefix_and_plain_json_content_type_are_accepted() {
+    let app = spawn_app().await;
+    let body = fixture("08");
+    let r = app
+        .post_webhook_raw(
+            body.clone(),
+            Some(format!("Bearer {}", sign(&body))),
+            "application/json",
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    app.wait_for_cdr("SCL_sUdeADeKCykW", |c| c["outcome"] == "abandoned")
+        .await;
+}
+
+#[tokio::test]
+async fn second_configured_key_is_chosen_by_issuer() {
+    let app = spawn_app().await;
+    let body = fixture("09");
+    let auth = sign_with(&body, KEY2, SECRET2, Duration::from_secs(300));
+    let r = app
+        .post_webhook_raw(body, Some(auth), "application/webhook+json")
+        .await;
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn bad_signatures_are_refused_with_401_and_nothing_is_stored() {
+    let app = spawn_app().await;
+    let body = fixture("05");
+    let other = fixture("06");
+    let cases = [
+        ("missing", None),
+        ("garbage", Some("not-a-jwt".to_string())),
+        (
+            "forged secret",
+            Some(sign_with(
+                &body,
+                KEY,
+                "wrong-secret-wrong-secret-wrong",
+                Duration::from_secs(300),
+            )),
+        ),
+        (
+            "unknown key",
+            Some(sign_with(
+                &body,
+                "APIunknown",
+                SECRET,
+                Duration::from_secs(300),
+            )),
+        ),
+        ("other body", Some(sign(&other))),
+        ("expired", Some(expired_token(&body))),
+    ];
+    for (why, auth) in cases {
+        let r = app
+            .post_webhook_raw(body.clone(), auth, "application/webhook+json")
+            .await;
+        let (status, json) = error_body(r).await;
+        assert_eq!(status, 401, "{why}");
+        assert_eq!(json["error"], "invalid_signature", "{why}");
+    }
+    assert_eq!(app.ingest_stats().await["events_in_log"], 0);
+    assert_eq!(
+        app.ingest_stats().await["since_start"]["webhooks_rejected"],
+        6
+    );
+}
+
+/// A token whose `exp` is ten minutes in the past, otherwise correct, built by hand as FACTS.md
+/// §9 describes (the SDK refuses to make one).
+fn expired_token(body: &[u8]) -> String {
+    use base64::Engine;
+    use hmac::Mac;
+    use sha2::Digest;
+    let b64 = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+    let sha = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(body));
+    let now = chrono::Utc::now().timestamp();
+    let header = b64(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let claims = serde_json::json!({"iss": KEY, "nbf": now - 900, "iat": now - 900, "exp": now - 600, "sha256": sha});
+    let payload = b64(claims.to_string().as_bytes());
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(format!("{header}.{payload}").as_bytes());
+    format!("{header}.{payload}.{}", b64(&mac.finalize().into_bytes()))
+}
+
+#[tokio::test]
+async fn duplicate_webhook_is_stored_once() {
+    let app = spawn_app().await;
+    let body = fixture("10");
+    let first: serde_json::Value = app.post_webhook(&body).await.json().await.unwrap();
+    let second: serde_json::Value = app.post_webhook(&body).await.json().await.unwrap();
+    assert_eq!(first["status"], "stored");
+    assert_eq!(second["status"], "duplicate");
+    assert_eq!(app.ingest_stats().await["events_in_log"], 1);
+}
+
+#[tokio::test]
+async fn oversize_body_gets_413() {
+    let app = spawn_app().await;
+    let body = vec![b' '; MAX_BODY + 1];
+    let auth = sign(&body);
+    let (status, json) = error_body(
+        app.post_webhook_raw(body, Some(auth), "application/webhook+json")
+            .await,
+    )
+    .await;
+    assert_eq!(status, 413);
+    assert_eq!(json["error"], "payload_too_large");
+}
+
+#[tokio::test]
+async fn unsupported_content_type_gets_415() {
+    let app = spawn_app().await;
+    let body = fixture("10");
+    let auth = sign(&body);
+    let (status, _) = error_body(app.post_webhook_raw(body, Some(auth), "text/plain").await).await;
+    assert_eq!(status, 415);
+}
+
+#[tokio::test]
+async fn authentic_unparseable_bodies_are_quarantined_with_400() {
+    let app = spawn_app().await;
+    for body in [
+        &b"this is not json"[..],
+        b"[1,2,3]",
+        b"{\"createdAt\": true}",
+    ] {
+        let auth = sign(body);
+        let (status, json) = error_body(
+            app.post_webhook_raw(body.to_vec(), Some(auth), "application/webhook+json")
+                .await,
+        )
+        .await;
+        assert_eq!(status, 400);
+        assert_eq!(json["error"], "unparseable_webhook");
+    }
+    let stats = app.ingest_stats().await;
+    assert_eq!(stats["quarantined_in_store"], 3);
+    assert_eq!(stats["since_start"]["webhooks_quarantined"], 3);
+    assert_eq!(stats["events_in_log"], 0);
+}
+
+#[tokio::test]
+async fn unknown_enum_value_is_stored_and_flagged_on_the_cdr() {
+    let app = spawn_app().await;
+    let body = String::from_utf8(fixture("09"))
+        .unwrap()
+        .replace("USER_REJECTED", "SOME_FUTURE_REASON")
+        .into_bytes();
+    assert_eq!(app.post_webhook(&body).await.status(), 200);
+    let cdr = app
+        .wait_for_cdr("SCL_8piqEvbFWiyq", |c| c["outcome"] != "in_progress")
+        .await;
+    assert_eq!(cdr["cdr"]["disconnect_reason"], "SOME_FUTURE_REASON");
+    let anomalies = cdr["cdr"]["anomalies"].as_array().unwrap();
+    assert!(
+        anomalies.iter().any(|a| a == "unknown_enum_value"),
+        "{anomalies:?}"
+    );
+}
+
+#[tokio::test]
+async fn stored_events_survive_a_restart_and_the_pipeline_resumes() {
+    let app = spawn_app().await;
+    for name in ["08", "09"] {
+        assert_eq!(app.post_webhook(&fixture(name)).await.status(), 200);
+    }
+    app.running.shutdown.cancel();
+    let TestApp {
+        running,
+        db_url,
+        _dir,
+        ..
+    } = app;
+    running.join().await;
+    let again = start(&db_url).await;
+    let stats: serde_json::Value = reqwest::get(format!("http://{}/api/v1/ingest", again.addr))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["events_in_log"], 2);
+    let cdr: serde_json::Value = reqwest::get(format!(
+        "http://{}/api/v1/cdrs/SCL_8piqEvbFWiyq",
+        again.addr
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(cdr["cdr"]["outcome"], "busy");
+}
