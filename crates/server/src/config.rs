@@ -278,3 +278,63 @@ fn config_path(args: &[OsString]) -> PathBuf {
     std::env::var_os("CALLPULSE_CONFIG")
         .map_or_else(|| PathBuf::from("callpulse.toml"), PathBuf::from)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_args(args: &[&str]) -> ServeArgs {
+        let cli = Cli::try_parse_from(args).expect("arguments parse");
+        match cli.command {
+            Command::Serve(a) => a,
+            _ => panic!("not serve"),
+        }
+    }
+
+    #[test]
+    fn config_file_fills_what_flags_do_not_set_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("callpulse.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9999\"\nmax_body_bytes = 2048\ndemo = true\nshort_abandon_by_queue = \"q=3\"\n",
+        )
+        .unwrap();
+        let config = format!("--config={}", path.display());
+        let argv = ["callpulse", &config, "serve", "--max-body-bytes", "4096"];
+        let args = args_with_config_file(argv.iter().map(OsString::from).collect()).unwrap();
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let serve = serve_args(&refs);
+        assert_eq!(serve.listen.port(), 9999);
+        assert_eq!(serve.max_body_bytes, 4096, "the flag beats the file");
+        assert!(serve.demo);
+        let params = serve.cdr.build_params().unwrap();
+        assert_eq!(params.short_abandon_ms_by_queue.get("q"), Some(&3000));
+    }
+
+    #[test]
+    fn unknown_config_key_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "lisen = \"x\"\n").unwrap();
+        let config = format!("--config={}", path.display());
+        let argv = ["callpulse", &config, "serve"];
+        let err = args_with_config_file(argv.iter().map(OsString::from).collect()).unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn livekit_keys_parse_and_malformed_pairs_are_refused() {
+        let pairs = parse_key_pairs("a:1, b:2").unwrap();
+        assert_eq!(
+            pairs,
+            vec![("a".into(), "1".into()), ("b".into(), "2".into())]
+        );
+        assert!(parse_key_pairs("nocolon").is_err());
+        assert!(parse_key_pairs("k:").is_err());
+    }
+}

@@ -1,10 +1,10 @@
 //! `POST /api/v1/events`: application events, authenticated by their own bearer token. A batch is
 //! validated whole and appended in one transaction: accepted whole or not at all.
 
-use super::{ApiError, AppState, IngestCounters, read_body};
+use super::{ApiError, AppState, IngestCounters, content_type, read_body};
 use crate::ingest::app_events::{AppEvent, parse_batch};
 use crate::pipeline::now;
-use crate::store::{Appended, NewEvent};
+use crate::store::{Appended, NewEvent, Quarantined};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
@@ -48,15 +48,32 @@ pub async fn receive_app_events(
     }
     let received_at = now();
     let body = read_body(&headers, body, state.max_body_bytes).await?;
-    let value: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("body is not JSON: {e}")))?;
-    let events = parse_batch(&value).map_err(|e| {
-        IngestCounters::add(&state.counters.app_batches_rejected, 1);
-        ApiError::Unprocessable {
-            code: "invalid_event",
-            detail: e.to_string(),
+    let parsed = serde_json::from_slice::<Value>(&body)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("body is not JSON: {e}")))
+        .and_then(|value| {
+            parse_batch(&value).map_err(|e| ApiError::Unprocessable {
+                code: "invalid_event",
+                detail: e.to_string(),
+            })
+        });
+    let events = match parsed {
+        Ok(events) => events,
+        Err(refusal) => {
+            // Authenticated but refused: kept for inspection, never silently dropped.
+            IngestCounters::add(&state.counters.app_batches_rejected, 1);
+            state
+                .store
+                .quarantine(&Quarantined {
+                    source: Source::App,
+                    received_at,
+                    reason: refusal.to_string(),
+                    content_type: content_type(&headers),
+                    body,
+                })
+                .await?;
+            return Err(refusal);
         }
-    })?;
+    };
     let batch: Vec<NewEvent> = events
         .into_iter()
         .map(|(event, raw)| NewEvent {
