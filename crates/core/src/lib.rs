@@ -5,6 +5,7 @@
 
 pub mod cdr;
 pub mod event;
+pub mod metrics;
 
 pub use cdr::{Anomaly, AnswerSource, BuildParams, Cdr, Direction, EndedBy, Outcome, build};
 pub use event::{CallEvent, EventBody, Scope, Source, Timestamp};
