@@ -61,7 +61,8 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         );
     }
     let params = args.cdr.build_params()?;
-    let store = store::open(&args.store.database)
+    let metric_settings = args.metrics.settings();
+    let store = store::open(&args.store.database, metric_settings.params)
         .await
         .with_context(|| format!("opening {}", args.store.database))?;
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -79,6 +80,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         pipeline_wake: Arc::new(Notify::new()),
         counters: Arc::new(IngestCounters::default()),
         max_body_bytes: args.max_body_bytes,
+        metrics: Arc::new(metric_settings),
     };
     let mut tasks = vec![tokio::spawn(pipeline::run(
         store,

@@ -34,8 +34,10 @@ pub struct Cli {
 pub enum Command {
     /// Run the server: webhooks, application events, CDRs and the API.
     Serve(ServeArgs),
-    /// Recompute every CDR from the event log.
+    /// Recompute every CDR and rollup from the event log.
     Rebuild(RebuildArgs),
+    /// Print metrics over a window as a table.
+    Report(ReportArgs),
     /// Send realistic, signed LiveKit webhooks and application events to a server.
     Simulate(SimulateArgs),
 }
@@ -91,6 +93,73 @@ impl CdrArgs {
 }
 
 #[derive(Args, Clone)]
+pub struct MetricArgs {
+    /// IANA time zone for day and hour buckets and "today" (a query may ask for another).
+    #[arg(long, env = "CALLPULSE_TIMEZONE", default_value = "UTC")]
+    pub timezone: chrono_tz::Tz,
+    /// Service level: inbound calls answered within this many seconds (a change needs `rebuild`).
+    #[arg(long, env = "CALLPULSE_SERVICE_LEVEL_SECONDS", default_value_t = 20.0)]
+    pub service_level_seconds: f64,
+    /// Target: answer rate at least this.
+    #[arg(long, env = "CALLPULSE_TARGET_ANSWER_RATE", default_value_t = 0.95)]
+    pub target_answer_rate: f64,
+    /// Target: abandonment rate at most this.
+    #[arg(
+        long,
+        env = "CALLPULSE_TARGET_ABANDONMENT_RATE",
+        default_value_t = 0.05
+    )]
+    pub target_abandonment_rate: f64,
+    /// Target: average speed of answer at most this many seconds.
+    #[arg(
+        long,
+        env = "CALLPULSE_TARGET_SPEED_OF_ANSWER_SECONDS",
+        default_value_t = 30.0
+    )]
+    pub target_speed_of_answer_seconds: f64,
+    /// Target: service level at least this.
+    #[arg(long, env = "CALLPULSE_TARGET_SERVICE_LEVEL", default_value_t = 0.80)]
+    pub target_service_level: f64,
+    /// Target: error rate at most this.
+    #[arg(long, env = "CALLPULSE_TARGET_ERROR_RATE", default_value_t = 0.01)]
+    pub target_error_rate: f64,
+    /// Amber: a rate worse than last week by more than this many points (0.05 = 5 points).
+    #[arg(long, env = "CALLPULSE_WARN_MARGIN_POINTS", default_value_t = 0.05)]
+    pub warn_margin_points: f64,
+    /// Amber: a duration worse than last week by more than this fraction (0.2 = 20 %).
+    #[arg(long, env = "CALLPULSE_WARN_MARGIN_RATIO", default_value_t = 0.2)]
+    pub warn_margin_ratio: f64,
+    /// Grey: fewer calls than this behind a metric is too few to judge.
+    #[arg(long, env = "CALLPULSE_MIN_CALLS_TO_JUDGE", default_value_t = 10)]
+    pub min_calls_to_judge: i64,
+}
+
+impl MetricArgs {
+    pub fn settings(&self) -> crate::http::MetricSettings {
+        crate::http::MetricSettings {
+            tz: self.timezone,
+            params: self.metric_params(),
+            targets: callpulse_core::metrics::judge::Targets {
+                answer_rate: self.target_answer_rate,
+                abandonment_rate: self.target_abandonment_rate,
+                avg_speed_of_answer_seconds: self.target_speed_of_answer_seconds,
+                service_level: self.target_service_level,
+                error_rate: self.target_error_rate,
+                warn_margin_points: self.warn_margin_points,
+                warn_margin_ratio: self.warn_margin_ratio,
+                min_calls: self.min_calls_to_judge,
+            },
+        }
+    }
+
+    pub fn metric_params(&self) -> callpulse_core::metrics::MetricParams {
+        callpulse_core::metrics::MetricParams {
+            service_level_seconds: self.service_level_seconds,
+        }
+    }
+}
+
+#[derive(Args, Clone)]
 pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "CALLPULSE_LISTEN", default_value = "127.0.0.1:8080")]
@@ -99,6 +168,8 @@ pub struct ServeArgs {
     pub store: StoreArgs,
     #[command(flatten)]
     pub cdr: CdrArgs,
+    #[command(flatten)]
+    pub metrics: MetricArgs,
     /// LiveKit API keys that may sign webhooks: `key1:secret1,key2:secret2`.
     #[arg(long, env = "CALLPULSE_LIVEKIT_KEYS", hide_env_values = true)]
     pub livekit_keys: Option<String>,
@@ -167,6 +238,28 @@ pub struct RebuildArgs {
     pub store: StoreArgs,
     #[command(flatten)]
     pub cdr: CdrArgs,
+    #[command(flatten)]
+    pub metrics: MetricArgs,
+}
+
+#[derive(Args, Clone)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub metrics: MetricArgs,
+    /// Start of the window (RFC 3339, or a date YYYY-MM-DD in the time zone); default: today.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// End of the window, exclusive (RFC 3339 or a date); default: now.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Group by hour, day, trunk, agent, queue or direction.
+    #[arg(long)]
+    pub group_by: Option<String>,
+    /// Time zone of the buckets (default: --timezone).
+    #[arg(long)]
+    pub tz: Option<chrono_tz::Tz>,
 }
 
 #[derive(Args, Clone)]

@@ -4,6 +4,8 @@ use anyhow::Context;
 use callpulse_server::config::{Cli, Command, RebuildArgs, SimulateArgs, args_with_config_file};
 use callpulse_server::{app, pipeline, rebuild, simulate, store};
 use clap::Parser;
+
+mod report;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> anyhow::Result<()> {
@@ -22,6 +24,7 @@ fn main() -> anyhow::Result<()> {
             Command::Serve(args) => serve(args).await,
             Command::Rebuild(args) => run_rebuild(args).await,
             Command::Simulate(args) => run_simulate(args).await,
+            Command::Report(args) => report::run(args).await,
         }
     })
 }
@@ -53,7 +56,7 @@ async fn serve(args: callpulse_server::config::ServeArgs) -> anyhow::Result<()> 
 }
 
 async fn run_rebuild(args: RebuildArgs) -> anyhow::Result<()> {
-    let store = store::open(&args.store.database)
+    let store = store::open(&args.store.database, args.metrics.metric_params())
         .await
         .with_context(|| format!("opening {}", args.store.database))?;
     let params = callpulse_core::BuildParams {

@@ -6,6 +6,7 @@
 //! is 0 is `None`, never 0.
 
 mod histogram;
+pub mod judge;
 #[cfg(test)]
 mod tests;
 

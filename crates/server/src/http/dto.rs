@@ -143,3 +143,43 @@ impl CdrDto {
         ]
     }
 }
+
+/// METRICS of METRICS.md §8: counts as integers, ratios and seconds as numbers or null.
+pub fn metrics_json(m: &callpulse_core::metrics::Metrics) -> serde_json::Value {
+    serde_json::json!({
+        "total_calls": m.total_calls,
+        "inbound_calls": m.inbound_calls,
+        "outbound_calls": m.outbound_calls,
+        "answered_calls": m.answered_calls,
+        "abandoned_calls": m.abandoned_calls,
+        "short_abandoned_calls": m.short_abandoned_calls,
+        "failed_calls": m.failed_calls,
+        "busy_calls": m.busy_calls,
+        "no_answer_calls": m.no_answer_calls,
+        "transferred_calls": m.transferred_calls,
+        "in_progress_calls": m.in_progress_calls,
+        "answer_rate": m.answer_rate,
+        "avg_handle_time_seconds": m.avg_handle_time_seconds,
+        "abandonment_rate": m.abandonment_rate,
+        "avg_speed_of_answer_seconds": m.avg_speed_of_answer_seconds,
+        "service_level": m.service_level,
+        "transfer_rate": m.transfer_rate,
+        "error_rate": m.error_rate,
+        "connect_rate": m.connect_rate,
+        "p50_speed_of_answer_seconds": m.p50_speed_of_answer_seconds,
+        "p90_speed_of_answer_seconds": m.p90_speed_of_answer_seconds,
+        "p99_speed_of_answer_seconds": m.p99_speed_of_answer_seconds,
+        "p50_handle_time_seconds": m.p50_handle_time_seconds,
+        "p90_handle_time_seconds": m.p90_handle_time_seconds,
+        "p99_handle_time_seconds": m.p99_handle_time_seconds,
+    })
+}
+
+/// A time in the given zone, RFC 3339 with the zone's offset.
+pub fn rfc3339_in(t: Timestamp, tz: chrono_tz::Tz) -> String {
+    use chrono::TimeZone;
+    tz.timestamp_millis_opt(t.millis())
+        .single()
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, false))
+        .unwrap_or_default()
+}

@@ -5,6 +5,7 @@ mod cdrs;
 mod dto;
 mod error;
 mod events;
+mod metrics;
 mod webhooks;
 
 use crate::ingest::livekit::WebhookVerifier;
@@ -51,6 +52,16 @@ pub struct AppState {
     pub pipeline_wake: Arc<Notify>,
     pub counters: Arc<IngestCounters>,
     pub max_body_bytes: usize,
+    pub metrics: Arc<MetricSettings>,
+}
+
+/// How metrics are computed and judged.
+#[derive(Debug, Clone)]
+pub struct MetricSettings {
+    /// Default time zone of day and hour buckets.
+    pub tz: chrono_tz::Tz,
+    pub params: callpulse_core::metrics::MetricParams,
+    pub targets: callpulse_core::metrics::judge::Targets,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -59,6 +70,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/events", post(events::receive_app_events))
         .route("/api/v1/cdrs", get(cdrs::list_cdrs))
         .route("/api/v1/cdrs/{call_id}", get(cdrs::get_cdr))
+        .route("/api/v1/metrics", get(metrics::get_metrics))
+        .route("/api/v1/summary", get(metrics::get_summary))
         .route("/api/v1/ingest", get(ingest_stats))
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::disable())

@@ -7,6 +7,7 @@
 mod sqlite;
 
 use async_trait::async_trait;
+use callpulse_core::metrics::{MetricParams, Tally};
 use callpulse_core::{CallEvent, Cdr, Direction, Outcome, Source, Timestamp};
 use std::sync::Arc;
 
@@ -86,6 +87,48 @@ pub struct CdrQuery {
     pub limit: u32,
 }
 
+/// Width of a rollup bucket: 15 minutes divides every UTC offset in use.
+pub const BUCKET_MS: i64 = 15 * 60 * 1000;
+
+/// The start of the rollup bucket holding `t`.
+pub fn bucket_of(t: Timestamp) -> Timestamp {
+    Timestamp(t.millis().div_euclid(BUCKET_MS) * BUCKET_MS)
+}
+
+/// Which CDRs a metric query covers, besides the window.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetricFilter {
+    pub direction: Option<Direction>,
+    pub trunk_id: Option<String>,
+    pub agent_id: Option<String>,
+    pub queue: Option<String>,
+}
+
+/// The tally of one bucket and one combination of dimensions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RollupRow {
+    pub bucket: Timestamp,
+    pub direction: Direction,
+    pub trunk_id: Option<String>,
+    pub agent_id: Option<String>,
+    pub queue: Option<String>,
+    pub tally: Tally,
+}
+
+impl RollupRow {
+    /// The row a CDR contributes to.
+    pub fn of(cdr: &Cdr, params: &MetricParams) -> RollupRow {
+        RollupRow {
+            bucket: bucket_of(cdr.start_time),
+            direction: cdr.direction,
+            trunk_id: cdr.trunk_id.clone(),
+            agent_id: cdr.agent_id.clone(),
+            queue: cdr.queue.clone(),
+            tally: Tally::of(cdr, params),
+        }
+    }
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Appends a batch atomically: all stored (or found duplicate), or none.
@@ -109,7 +152,16 @@ pub trait Store: Send + Sync + 'static {
     /// Everything the builder needs for one call: its events, its room's events, and the SIP
     /// events of the other legs of its room.
     async fn events_for_call(&self, call_id: &str) -> Result<Vec<CallEvent>, StoreError>;
+    /// Writes CDRs and, in the same transaction, corrects the rollups: the old version's
+    /// contribution is subtracted and the new one added.
     async fn upsert_cdrs(&self, cdrs: &[Cdr], now: Timestamp) -> Result<(), StoreError>;
+    /// Rollup rows of the buckets in `[from, to)` (both bucket-aligned) matching `filter`.
+    async fn rollup_rows(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        filter: &MetricFilter,
+    ) -> Result<Vec<RollupRow>, StoreError>;
     /// Calls still in progress whose last event is older than `before`.
     async fn open_calls_idle_since(
         &self,
@@ -133,10 +185,11 @@ pub trait Store: Send + Sync + 'static {
     async fn all_call_ids(&self) -> Result<Vec<String>, StoreError>;
 }
 
-/// Opens the store named by `url` and brings its schema up to date.
-pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+/// Opens the store named by `url` and brings its schema up to date. `params` decide how a CDR
+/// counts in the rollups (a change needs `callpulse rebuild`).
+pub async fn open(url: &str, params: MetricParams) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::open(url).await?))
+        Ok(Arc::new(SqliteStore::open(url, params).await?))
     } else {
         Err(StoreError::UnsupportedUrl(url.to_owned()))
     }

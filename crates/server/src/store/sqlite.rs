@@ -2,19 +2,25 @@
 //! disk before the webhook is answered.
 
 use super::{
-    Appended, CdrQuery, NewEvent, Quarantined, RawEvent, Store, StoreError, TimelineEntry,
-    event_index, parse_source, source_name,
+    Appended, CdrQuery, MetricFilter, NewEvent, Quarantined, RawEvent, RollupRow, Store,
+    StoreError, TimelineEntry, event_index, parse_source, source_name,
 };
 use async_trait::async_trait;
+use callpulse_core::Direction;
 use callpulse_core::event::{EventBody, Scope};
+use callpulse_core::metrics::{MetricParams, Tally};
 use callpulse_core::{CallEvent, Cdr, Timestamp};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use std::str::FromStr;
 use std::time::Duration;
 
+/// Reads go through a small pool; every write goes through one connection, so writes queue in
+/// the process instead of failing on a stale snapshot (`SQLITE_BUSY_SNAPSHOT`).
 pub struct SqliteStore {
     pool: SqlitePool,
+    writer: SqlitePool,
+    params: MetricParams,
 }
 
 fn decode_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
@@ -26,18 +32,26 @@ fn encode_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
 }
 
 impl SqliteStore {
-    pub async fn open(url: &str) -> Result<Self, StoreError> {
+    pub async fn open(url: &str, params: MetricParams) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            writer,
+            params,
+        })
     }
 
     async fn cdrs_where(&self, clause: &str, arg: &str) -> Result<Vec<Cdr>, StoreError> {
@@ -52,7 +66,7 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn append(&self, batch: &[NewEvent]) -> Result<Vec<Appended>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let mut out = Vec::with_capacity(batch.len());
         for e in batch {
             let seq: Option<i64> = sqlx::query_scalar(
@@ -89,7 +103,7 @@ impl Store for SqliteStore {
         .bind(&item.reason)
         .bind(&item.content_type)
         .bind(&item.body)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -175,8 +189,17 @@ impl Store for SqliteStore {
     }
 
     async fn upsert_cdrs(&self, cdrs: &[Cdr], now: Timestamp) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         for cdr in cdrs {
+            let old: Option<String> = sqlx::query_scalar("SELECT body FROM cdrs WHERE call_id = ?")
+                .bind(&cdr.call_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(old) = old {
+                let old: Cdr = decode_json(&old)?;
+                add_to_rollup(&mut tx, &RollupRow::of(&old, &self.params), -1).await?;
+            }
+            add_to_rollup(&mut tx, &RollupRow::of(cdr, &self.params), 1).await?;
             sqlx::query(
                 "INSERT INTO cdrs (call_id, start_ms, end_ms, last_event_ms, direction, outcome,
                     trunk_id, agent_id, queue, room_sid, room_name, body, updated_at_ms)
@@ -209,6 +232,50 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn rollup_rows(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        filter: &MetricFilter,
+    ) -> Result<Vec<RollupRow>, StoreError> {
+        let mut sql = QueryBuilder::<Sqlite>::new(
+            "SELECT bucket_ms, direction, trunk_id, agent_id, queue, tally FROM rollups WHERE bucket_ms >= ",
+        );
+        sql.push_bind(from.millis())
+            .push(" AND bucket_ms < ")
+            .push_bind(to.millis());
+        if let Some(d) = filter.direction {
+            sql.push(" AND direction = ").push_bind(d.as_str());
+        }
+        for (column, value) in [
+            ("trunk_id", &filter.trunk_id),
+            ("agent_id", &filter.agent_id),
+            ("queue", &filter.queue),
+        ] {
+            if let Some(v) = value {
+                sql.push(format_args!(" AND {column} = "))
+                    .push_bind(v.clone());
+            }
+        }
+        let rows = sql.build().fetch_all(&self.pool).await?;
+        let dim = |r: &sqlx::sqlite::SqliteRow, c: &str| {
+            let v: String = r.get(c);
+            (!v.is_empty()).then_some(v)
+        };
+        rows.iter()
+            .map(|r| {
+                Ok(RollupRow {
+                    bucket: Timestamp(r.get("bucket_ms")),
+                    direction: parse_direction(r.get("direction"))?,
+                    trunk_id: dim(r, "trunk_id"),
+                    agent_id: dim(r, "agent_id"),
+                    queue: dim(r, "queue"),
+                    tally: decode_json(r.get::<&str, _>("tally"))?,
+                })
+            })
+            .collect()
+    }
+
     async fn open_calls_idle_since(
         &self,
         before: Timestamp,
@@ -239,7 +306,7 @@ impl Store for SqliteStore {
         )
         .bind(name)
         .bind(value)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -338,8 +405,8 @@ impl Store for SqliteStore {
     }
 
     async fn reset_derived(&self) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        for table in ["call_events", "cdrs", "cursors"] {
+        let mut tx = self.writer.begin().await?;
+        for table in ["call_events", "cdrs", "cursors", "rollups"] {
             sqlx::query(&format!("DELETE FROM {table}"))
                 .execute(&mut *tx)
                 .await?;
@@ -349,7 +416,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_call_events(&self, rows: &[(i64, CallEvent)]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         for (seq, event) in rows {
             insert_call_event(&mut tx, *seq, event).await?;
         }
@@ -383,6 +450,76 @@ async fn insert_call_event(
     .bind(event.at.millis())
     .bind(event.body.type_name())
     .bind(encode_json(event)?)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn parse_direction(s: &str) -> Result<Direction, StoreError> {
+    match s {
+        "inbound" => Ok(Direction::Inbound),
+        "outbound" => Ok(Direction::Outbound),
+        other => Err(StoreError::Corrupt(format!("unknown direction `{other}`"))),
+    }
+}
+
+/// Adds (`sign` = 1) or subtracts (`sign` = -1) a contribution to its rollup row; a row that
+/// becomes empty is deleted.
+async fn add_to_rollup(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    row: &RollupRow,
+    sign: i64,
+) -> Result<(), StoreError> {
+    let key = (
+        row.bucket.millis(),
+        row.direction.as_str(),
+        row.trunk_id.as_deref().unwrap_or(""),
+        row.agent_id.as_deref().unwrap_or(""),
+        row.queue.as_deref().unwrap_or(""),
+    );
+    let existing: Option<String> = sqlx::query_scalar(
+        "SELECT tally FROM rollups
+         WHERE bucket_ms = ? AND direction = ? AND trunk_id = ? AND agent_id = ? AND queue = ?",
+    )
+    .bind(key.0)
+    .bind(key.1)
+    .bind(key.2)
+    .bind(key.3)
+    .bind(key.4)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let mut tally: Tally = existing
+        .as_deref()
+        .map(decode_json)
+        .transpose()?
+        .unwrap_or_default();
+    tally.add(&row.tally, sign);
+    if tally.is_empty() {
+        sqlx::query(
+            "DELETE FROM rollups
+             WHERE bucket_ms = ? AND direction = ? AND trunk_id = ? AND agent_id = ? AND queue = ?",
+        )
+        .bind(key.0)
+        .bind(key.1)
+        .bind(key.2)
+        .bind(key.3)
+        .bind(key.4)
+        .execute(&mut **tx)
+        .await?;
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO rollups (bucket_ms, direction, trunk_id, agent_id, queue, tally)
+         VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (bucket_ms, direction, trunk_id, agent_id, queue)
+         DO UPDATE SET tally = excluded.tally",
+    )
+    .bind(key.0)
+    .bind(key.1)
+    .bind(key.2)
+    .bind(key.3)
+    .bind(key.4)
+    .bind(encode_json(&tally)?)
     .execute(&mut **tx)
     .await?;
     Ok(())

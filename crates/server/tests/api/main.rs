@@ -4,5 +4,6 @@ mod cdrs;
 mod events;
 mod helpers;
 mod livekit_sdk;
+mod metrics;
 mod rebuild;
 mod webhooks;

@@ -1,0 +1,13 @@
+-- Metric rollups: the additive tally of the CDRs that started in each 15-minute UTC bucket, per
+-- direction, trunk, agent and queue ('' when the call has none). Kept exact by upsert_cdrs, which
+-- subtracts a rewritten CDR's old contribution and adds the new one in the same transaction.
+-- 15 minutes divides every UTC offset in use, so hours and days in any time zone are unions of buckets.
+CREATE TABLE rollups (
+    bucket_ms   INTEGER NOT NULL,
+    direction   TEXT    NOT NULL,
+    trunk_id    TEXT    NOT NULL,
+    agent_id    TEXT    NOT NULL,
+    queue       TEXT    NOT NULL,
+    tally       TEXT    NOT NULL,
+    PRIMARY KEY (bucket_ms, direction, trunk_id, agent_id, queue)
+) WITHOUT ROWID;

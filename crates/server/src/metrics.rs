@@ -1,0 +1,292 @@
+//! Metric queries: windows and groups assembled from rollups.
+//!
+//! The whole 15-minute buckets inside `[from, to)` come from the rollups; a window edge that cuts a
+//! bucket is completed from that bucket's CDRs (at most two quarter-hours), so answers are exact
+//! for any window while the bulk of the work reads rollups only. Hours and days are those of the
+//! requested IANA time zone; every UTC offset in use is a multiple of 15 minutes.
+
+use crate::store::{BUCKET_MS, CdrQuery, MetricFilter, RollupRow, Store, StoreError, bucket_of};
+use callpulse_core::Timestamp;
+use callpulse_core::metrics::{MetricParams, Tally};
+use chrono::{DateTime, Duration, NaiveDate, NaiveTime, TimeZone, Timelike};
+use chrono_tz::Tz;
+use std::collections::BTreeMap;
+
+/// Most time groups one query may return.
+pub const MAX_TIME_GROUPS: usize = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    Hour,
+    Day,
+    Trunk,
+    Agent,
+    Queue,
+    Direction,
+}
+
+impl GroupBy {
+    pub fn parse(s: &str) -> Option<GroupBy> {
+        Some(match s {
+            "hour" => GroupBy::Hour,
+            "day" => GroupBy::Day,
+            "trunk" => GroupBy::Trunk,
+            "agent" => GroupBy::Agent,
+            "queue" => GroupBy::Queue,
+            "direction" => GroupBy::Direction,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MetricsQuery {
+    pub from: Timestamp,
+    pub to: Timestamp,
+    pub filter: MetricFilter,
+    pub group_by: Option<GroupBy>,
+    pub tz: Tz,
+}
+
+/// A group's key: the local start of an hour or day, or a dimension's value (`None` for calls
+/// without one).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum GroupKey {
+    Time(DateTime<Tz>),
+    Value(Option<String>),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MetricsAnswer {
+    pub totals: Tally,
+    pub groups: Vec<(GroupKey, Tally)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("the window holds more than {MAX_TIME_GROUPS} groups; narrow it or group by day")]
+    TooManyGroups,
+}
+
+fn to_local(t: Timestamp, tz: Tz) -> DateTime<Tz> {
+    tz.timestamp_millis_opt(t.millis())
+        .single()
+        .unwrap_or_else(|| tz.timestamp_millis_opt(0).single().expect("epoch exists"))
+}
+
+/// Local midnight of `date`, or the first instant of the day where midnight does not exist.
+pub fn start_of_day(date: NaiveDate, tz: Tz) -> DateTime<Tz> {
+    (0..=4 * 24)
+        .find_map(|q| {
+            let time = NaiveTime::MIN + Duration::minutes(15 * q);
+            tz.from_local_datetime(&date.and_time(time)).earliest()
+        })
+        .expect("every day has a first quarter-hour")
+}
+
+/// The start of the local hour or day holding `t`.
+fn period_start(t: Timestamp, tz: Tz, unit: GroupBy) -> DateTime<Tz> {
+    let local = to_local(t, tz);
+    match unit {
+        GroupBy::Day => start_of_day(local.date_naive(), tz),
+        _ => {
+            let into_hour = i64::from(local.minute()) * 60_000
+                + i64::from(local.second()) * 1000
+                + i64::from(local.nanosecond() / 1_000_000);
+            to_local(Timestamp(t.millis() - into_hour), tz)
+        }
+    }
+}
+
+fn next_period(start: DateTime<Tz>, tz: Tz, unit: GroupBy) -> DateTime<Tz> {
+    match unit {
+        GroupBy::Day => start_of_day(start.date_naive() + Duration::days(1), tz),
+        _ => to_local(Timestamp(start.timestamp_millis() + 3_600_000), tz),
+    }
+}
+
+fn key_of(row: &RollupRow, group_by: GroupBy, tz: Tz) -> GroupKey {
+    match group_by {
+        GroupBy::Hour | GroupBy::Day => GroupKey::Time(period_start(row.bucket, tz, group_by)),
+        GroupBy::Trunk => GroupKey::Value(row.trunk_id.clone()),
+        GroupBy::Agent => GroupKey::Value(row.agent_id.clone()),
+        GroupBy::Queue => GroupKey::Value(row.queue.clone()),
+        GroupBy::Direction => GroupKey::Value(Some(row.direction.as_str().to_owned())),
+    }
+}
+
+/// Rows for `[from, to)` cut by bucket edges: rollups inside, CDRs at the edges.
+async fn rows(
+    store: &dyn Store,
+    q: &MetricsQuery,
+    params: &MetricParams,
+) -> Result<Vec<RollupRow>, StoreError> {
+    let first_full = Timestamp(bucket_of(Timestamp(q.from.millis() + BUCKET_MS - 1)).millis());
+    let last_full = bucket_of(q.to);
+    let mut out = Vec::new();
+    if first_full < last_full {
+        out.extend(store.rollup_rows(first_full, last_full, &q.filter).await?);
+        for (from, to) in [(q.from, first_full), (last_full, q.to)] {
+            if from < to {
+                out.extend(cdr_rows(store, from, to, &q.filter, params).await?);
+            }
+        }
+    } else if q.from < q.to {
+        out.extend(cdr_rows(store, q.from, q.to, &q.filter, params).await?);
+    }
+    Ok(out)
+}
+
+async fn cdr_rows(
+    store: &dyn Store,
+    from: Timestamp,
+    to: Timestamp,
+    filter: &MetricFilter,
+    params: &MetricParams,
+) -> Result<Vec<RollupRow>, StoreError> {
+    let mut query = CdrQuery {
+        from: Some(from),
+        to: Some(to),
+        direction: filter.direction,
+        trunk_id: filter.trunk_id.clone(),
+        agent_id: filter.agent_id.clone(),
+        queue: filter.queue.clone(),
+        limit: 1000,
+        ..CdrQuery::default()
+    };
+    let mut out = Vec::new();
+    loop {
+        let page = store.list_cdrs(&query).await?;
+        out.extend(page.iter().map(|c| RollupRow::of(c, params)));
+        match page.last() {
+            Some(last) if page.len() == query.limit as usize => {
+                query.after = Some((last.start_time, last.call_id.clone()));
+            }
+            _ => return Ok(out),
+        }
+    }
+}
+
+/// Totals and groups of a window.
+pub async fn query(
+    store: &dyn Store,
+    q: &MetricsQuery,
+    params: &MetricParams,
+) -> Result<MetricsAnswer, QueryError> {
+    let mut groups: BTreeMap<GroupKey, Tally> = BTreeMap::new();
+    if let Some(unit @ (GroupBy::Hour | GroupBy::Day)) = q.group_by {
+        let mut start = period_start(q.from, q.tz, unit);
+        while start.timestamp_millis() < q.to.millis() {
+            if groups.len() >= MAX_TIME_GROUPS {
+                return Err(QueryError::TooManyGroups);
+            }
+            groups.insert(GroupKey::Time(start), Tally::default());
+            start = next_period(start, q.tz, unit);
+        }
+    }
+    let mut totals = Tally::default();
+    for row in rows(store, q, params).await? {
+        totals.add(&row.tally, 1);
+        if let Some(group_by) = q.group_by {
+            groups
+                .entry(key_of(&row, group_by, q.tz))
+                .or_default()
+                .add(&row.tally, 1);
+        }
+    }
+    Ok(MetricsAnswer {
+        totals,
+        groups: groups.into_iter().collect(),
+    })
+}
+
+/// The two windows of the summary: a day so far (or whole) and the same weekday a week earlier
+/// up to the same local time of day.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SummaryWindows {
+    pub date: NaiveDate,
+    pub today: (Timestamp, Timestamp),
+    pub last_week: (Timestamp, Timestamp),
+}
+
+pub fn summary_windows(date: Option<NaiveDate>, tz: Tz, now: Timestamp) -> SummaryWindows {
+    let local_now = to_local(now, tz);
+    let today = local_now.date_naive();
+    let date = date.unwrap_or(today);
+    let start = start_of_day(date, tz);
+    let week_ago = date - Duration::days(7);
+    let week_ago_start = start_of_day(week_ago, tz);
+    let ms = |d: DateTime<Tz>| Timestamp(d.timestamp_millis());
+    if date == today {
+        let time_of_day = local_now.time();
+        let cut = tz
+            .from_local_datetime(&week_ago.and_time(time_of_day))
+            .earliest()
+            .unwrap_or_else(|| week_ago_start + (local_now - start));
+        SummaryWindows {
+            date,
+            today: (ms(start), now),
+            last_week: (ms(week_ago_start), ms(cut)),
+        }
+    } else {
+        SummaryWindows {
+            date,
+            today: (ms(start), ms(start_of_day(date + Duration::days(1), tz))),
+            last_week: (
+                ms(week_ago_start),
+                ms(start_of_day(week_ago + Duration::days(1), tz)),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hours_in_half_hour_zones_start_at_half_past_utc() {
+        let tz: Tz = "Asia/Kolkata".parse().unwrap();
+        let t = Timestamp(1_795_442_530_687); // 14:02:10 UTC = 19:32:10 IST
+        let start = period_start(t, tz, GroupBy::Hour);
+        assert_eq!(start.to_rfc3339(), "2026-11-23T19:00:00+05:30");
+        assert_eq!(start.timestamp_millis() % BUCKET_MS, 0);
+        let day = period_start(t, tz, GroupBy::Day);
+        assert_eq!(day.to_rfc3339(), "2026-11-23T00:00:00+05:30");
+    }
+
+    #[test]
+    fn days_across_a_dst_change_are_23_and_25_hours() {
+        let tz: Tz = "Europe/Berlin".parse().unwrap();
+        let march = start_of_day(NaiveDate::from_ymd_opt(2026, 3, 29).unwrap(), tz);
+        let next = next_period(march, tz, GroupBy::Day);
+        assert_eq!((next - march).num_hours(), 23);
+        let october = start_of_day(NaiveDate::from_ymd_opt(2026, 10, 25).unwrap(), tz);
+        assert_eq!(
+            (next_period(october, tz, GroupBy::Day) - october).num_hours(),
+            25
+        );
+    }
+
+    #[test]
+    fn summary_compares_with_the_same_time_of_day_a_week_earlier() {
+        let tz: Tz = "America/New_York".parse().unwrap();
+        let now = Timestamp(1_795_442_530_687); // 2026-11-23 09:02:10.687 EST
+        let w = summary_windows(None, tz, now);
+        assert_eq!(w.date.to_string(), "2026-11-23");
+        assert_eq!(
+            to_local(w.today.0, tz).to_rfc3339(),
+            "2026-11-23T00:00:00-05:00"
+        );
+        assert_eq!(w.today.1, now);
+        assert_eq!(w.last_week.1.millis(), now.millis() - 7 * 86_400_000);
+        let past = summary_windows(NaiveDate::from_ymd_opt(2026, 11, 10), tz, now);
+        assert_eq!(past.today.1.millis() - past.today.0.millis(), 86_400_000);
+        assert_eq!(
+            to_local(past.last_week.0, tz).to_rfc3339(),
+            "2026-11-03T00:00:00-05:00"
+        );
+    }
+}
