@@ -5,7 +5,8 @@
 //! set, so the order in which events are processed never changes a CDR.
 
 use crate::store::{Store, StoreError};
-use callpulse_core::event::Scope;
+use callpulse_core::Anomaly;
+use callpulse_core::event::{EventBody, Scope};
 use callpulse_core::{BuildParams, Timestamp, build};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -33,13 +34,23 @@ pub async fn catch_up(store: &dyn Store, params: &BuildParams) -> Result<usize, 
         let last = *last;
         let mut calls = BTreeSet::new();
         for (_, event) in &batch {
-            match &event.scope {
-                Scope::Call { call_id } => {
+            let room = match (&event.scope, &event.body) {
+                (Scope::Call { call_id }, body) => {
                     calls.insert(call_id.clone());
+                    // A SIP leg's events tell its room's other legs whose tracks are SIP.
+                    match body {
+                        EventBody::SipJoined { participant }
+                        | EventBody::SipLeft { participant, .. } => Some((
+                            participant.room_sid.as_deref(),
+                            participant.room_name.as_deref(),
+                        )),
+                        _ => None,
+                    }
                 }
-                Scope::Room { sid, name } => {
-                    calls.extend(store.calls_in_room(sid.as_deref(), name.as_deref()).await?);
-                }
+                (Scope::Room { sid, name }, _) => Some((sid.as_deref(), name.as_deref())),
+            };
+            if let Some((sid, name)) = room {
+                calls.extend(store.calls_in_room(sid, name).await?);
             }
         }
         rebuild_calls(store, calls.iter().map(String::as_str), params).await?;
@@ -58,7 +69,11 @@ pub async fn rebuild_calls<'a>(
     let mut cdrs = Vec::new();
     for call_id in calls {
         let events = store.events_for_call(call_id).await?;
-        cdrs.push(build(call_id, &events, params));
+        let cdr = build(call_id, &events, params);
+        // A call is a SIP leg (METRICS.md §1): application events alone make no CDR.
+        if !cdr.anomalies.contains(&Anomaly::MissingSipParticipant) {
+            cdrs.push(cdr);
+        }
     }
     store.upsert_cdrs(&cdrs, params.now).await?;
     Ok(cdrs.len())

@@ -90,8 +90,9 @@ pub enum Anomaly {
     ClosedByTimeout,
     /// An event carried an enum name this version does not know.
     UnknownEnumValue,
-    /// A `call_answered` event is later than the end of the call; it was not counted.
-    AnswerAfterEnd,
+    /// A `call_answered` event lies before the start or after the end of the call; it was not
+    /// counted.
+    AnswerOutsideCall,
     /// An outbound call reported answered by the application but ended with a failure reason.
     AnswerWithFailureReason,
 }
@@ -105,7 +106,7 @@ impl Anomaly {
             Anomaly::ClosedByRoomFinished => "closed_by_room_finished",
             Anomaly::ClosedByTimeout => "closed_by_timeout",
             Anomaly::UnknownEnumValue => "unknown_enum_value",
-            Anomaly::AnswerAfterEnd => "answer_after_end",
+            Anomaly::AnswerOutsideCall => "answer_outside_call",
             Anomaly::AnswerWithFailureReason => "answer_with_failure_reason",
         }
     }
@@ -183,6 +184,12 @@ fn seconds(ms: i64) -> f64 {
     ms.max(0) as f64 / 1000.0
 }
 
+/// The events `build` uses for `call_id` out of `events` (its own and its room's during its
+/// time), deduplicated, in time order: the call's timeline.
+pub fn call_timeline<'a>(call_id: &str, events: &'a [CallEvent]) -> Vec<&'a CallEvent> {
+    timeline::Timeline::new(call_id, events).into_events()
+}
+
 /// Builds the CDR of `call_id` from the events known for it: its own events, the events of its
 /// room, and (to tell SIP participants apart) the SIP events of other legs in the same room.
 pub fn build(call_id: &str, events: &[CallEvent], params: &BuildParams) -> Cdr {
@@ -197,21 +204,23 @@ pub fn build(call_id: &str, events: &[CallEvent], params: &BuildParams) -> Cdr {
     let queue_wait_ms = queue.wait_ms(answer_time, end_time);
     let duration_ms = match (end_time, decided.outcome) {
         (None, _) => None,
-        (Some(end), Outcome::Answered) => {
-            Some(end.millis() - answer_time.unwrap_or(t.start_time).millis())
-        }
+        (Some(end), Outcome::Answered) => Some(
+            end.millis()
+                .saturating_sub(answer_time.unwrap_or(t.start_time).millis()),
+        ),
         (Some(_), _) => Some(0),
     };
     let ring_ms = match (answer_time, end_time, decided.outcome) {
-        (Some(a), _, _) => Some(a.millis() - t.start_time.millis()),
+        (Some(a), _, _) => Some(a.millis().saturating_sub(t.start_time.millis())),
         (None, _, Outcome::Answered) | (None, None, _) => None,
-        (None, Some(e), _) => Some(e.millis() - t.start_time.millis()),
+        (None, Some(e), _) => Some(e.millis().saturating_sub(t.start_time.millis())),
     }
     .zip(queue_wait_ms)
-    .map(|(ring, q)| ring - q);
+    .map(|(ring, q)| ring.saturating_sub(q));
     let short_abandon = decided.outcome == Outcome::Abandoned
         && end_time.is_some_and(|e| {
-            e.millis() - t.start_time.millis() < params.short_abandon_ms_for(queue.name.as_deref())
+            e.millis().saturating_sub(t.start_time.millis())
+                < params.short_abandon_ms_for(queue.name.as_deref())
         });
 
     let mut anomalies = t.anomalies.clone();

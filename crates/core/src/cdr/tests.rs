@@ -452,3 +452,95 @@ proptest! {
         prop_assert_eq!(cdr.end_time.is_none(), cdr.outcome == Outcome::InProgress);
     }
 }
+
+fn room_event(key: &str, secs: f64, name_only: bool, body: EventBody) -> CallEvent {
+    CallEvent {
+        key: key.into(),
+        source: Source::App,
+        at: Timestamp(T0 + (secs * 1000.0) as i64),
+        scope: Scope::Room {
+            sid: (!name_only).then(|| ROOM_SID.into()),
+            name: Some(ROOM.into()),
+        },
+        body,
+        unknown_enum_values: vec![],
+    }
+}
+
+#[test]
+fn room_name_events_of_an_earlier_call_in_a_reused_room_do_not_leak() {
+    let mut script = Script::inbound()
+        .join(3600.3)
+        .leave(3620.0, "hangup", "CLIENT_INITIATED");
+    // Another call used the same room name an hour earlier and was answered then.
+    script.events.push(room_event(
+        "AE_q",
+        1.0,
+        true,
+        EventBody::QueueEntered { queue: "q".into() },
+    ));
+    script
+        .events
+        .push(room_event("AE_a", 5.0, true, EventBody::CallAnswered));
+    let cdr = script.build_at(4000.0);
+    assert_eq!(cdr.outcome, Outcome::Abandoned);
+    assert_eq!(cdr.queue, None);
+    // The same events during this call do apply.
+    let mut during = Script::inbound()
+        .join(0.3)
+        .leave(20.0, "hangup", "CLIENT_INITIATED");
+    during
+        .events
+        .push(room_event("AE_a", 5.0, true, EventBody::CallAnswered));
+    assert_eq!(during.build().outcome, Outcome::Answered);
+}
+
+#[test]
+fn a_reported_answer_before_the_start_is_not_counted() {
+    let cdr = Script::outbound()
+        .app(-30.0, EventBody::CallAnswered)
+        .join(0.9)
+        .leave(30.0, "dialing", "USER_REJECTED")
+        .build();
+    assert_eq!(cdr.outcome, Outcome::Busy);
+    assert!(cdr.anomalies.contains(&Anomaly::AnswerOutsideCall));
+}
+
+#[test]
+fn an_implausible_invite_time_falls_back_to_the_join() {
+    for invite in ["0", "-9223372036854775808", "not a number"] {
+        let mut script = Script::inbound().join(0.3);
+        if let EventBody::SipJoined { participant } = &mut script.events[0].body {
+            participant
+                .attributes
+                .insert(attr::INVITE_TIME.into(), invite.into());
+        }
+        let cdr = script.leave(20.0, "hangup", "CLIENT_INITIATED").build();
+        assert_eq!(cdr.start_time, Timestamp(T0 + 300), "{invite}");
+    }
+    let mut script = Script::inbound().join(0.3);
+    if let EventBody::SipJoined { participant } = &mut script.events[0].body {
+        participant
+            .attributes
+            .insert(attr::INVITE_TIME.into(), (T0 - 700).to_string());
+    }
+    // The leave carries the final attributes and wins; give it the invite time too.
+    let mut cdr_script = script.leave(20.0, "hangup", "CLIENT_INITIATED");
+    if let EventBody::SipLeft { participant, .. } = &mut cdr_script.events[1].body {
+        participant
+            .attributes
+            .insert(attr::INVITE_TIME.into(), (T0 - 700).to_string());
+    }
+    assert_eq!(cdr_script.build().start_time, Timestamp(T0 - 700));
+}
+
+#[test]
+fn events_with_the_same_id_from_different_sources_are_both_kept() {
+    let mut script = Script::inbound()
+        .join(0.3)
+        .leave(20.0, "hangup", "CLIENT_INITIATED");
+    let mut answered = room_event("EV_1", 5.0, false, EventBody::CallAnswered);
+    answered.key = script.events[0].key.clone();
+    script.events.push(answered);
+    assert_eq!(script.build().outcome, Outcome::Answered);
+}

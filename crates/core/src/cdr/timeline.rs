@@ -3,8 +3,8 @@
 
 use super::{Anomaly, AnswerSource, BuildParams, Direction};
 use crate::event::{
-    CallEvent, EventBody, ParticipantKind, QueueLeftReason, Scope, SipParticipant, Timestamp,
-    TransferType, attr,
+    CallEvent, EventBody, ParticipantKind, QueueLeftReason, Scope, SipParticipant, Source,
+    Timestamp, TransferType, attr,
 };
 use std::collections::HashSet;
 
@@ -57,12 +57,29 @@ impl Queue {
             return Some(0);
         };
         let until = self.left.or(answer).or(end)?;
-        Some((until.millis() - entered.millis()).max(0))
+        Some(until.millis().saturating_sub(entered.millis()).max(0))
     }
 }
 
-fn sort_key(e: &CallEvent) -> (Timestamp, &str) {
-    (e.at, e.key.as_str())
+/// How long after a leg's leave an application event naming only its room still applies to it:
+/// after-call work and metadata arrive late; anything else belongs to the call in progress.
+const LATE_ROOM_EVENT_GRACE_MS: i64 = 10 * 60 * 1000;
+/// A start (`lk.sip.inviteTime`) more than this before the join is not believed.
+const MAX_INVITE_BEFORE_JOIN_MS: i64 = 5 * 60 * 1000;
+
+fn sort_key(e: &CallEvent) -> (Timestamp, Source, &str) {
+    (e.at, e.source, e.key.as_str())
+}
+
+/// Whether an application event that names only a room falls inside the leg's time in that room
+/// (room names can be reused by later calls, METRICS.md §9).
+fn within_leg(e: &CallEvent, start: Timestamp, leave: Option<Timestamp>) -> bool {
+    let grace = match e.body {
+        EventBody::WrapUp { .. } | EventBody::CallMetadata { .. } => LATE_ROOM_EVENT_GRACE_MS,
+        _ => CREATED_AT_TOLERANCE_MS,
+    };
+    e.at.millis() >= start.millis().saturating_sub(CREATED_AT_TOLERANCE_MS)
+        && leave.is_none_or(|end| e.at.millis() <= end.millis().saturating_add(grace))
 }
 
 impl<'a> Timeline<'a> {
@@ -70,7 +87,7 @@ impl<'a> Timeline<'a> {
         let mut all: Vec<&CallEvent> = input.iter().collect();
         all.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
         let mut seen = HashSet::new();
-        all.retain(|e| seen.insert(e.key.as_str()));
+        all.retain(|e| seen.insert((e.source, e.key.as_str())));
 
         let is_own = |e: &CallEvent| matches!(&e.scope, Scope::Call { call_id: c } if c == call_id);
         let join = all.iter().find_map(|e| match &e.body {
@@ -99,18 +116,40 @@ impl<'a> Timeline<'a> {
         let participant = leave.map(|(_, p, _)| p).or(join);
         let room_sid = participant.and_then(|p| p.room_sid.clone());
         let room_name = participant.and_then(|p| p.room_name.clone());
-        let in_room = |sid: &Option<String>, name: &Option<String>| match (&room_sid, sid) {
-            (Some(ours), Some(theirs)) => ours == theirs,
-            _ => match (&room_name, name) {
-                (Some(ours), Some(theirs)) => ours == theirs,
-                _ => participant.is_none(),
-            },
+        let direction = match participant {
+            Some(p) if p.attr(attr::RULE_ID).is_some() => Direction::Inbound,
+            _ => Direction::Outbound,
+        };
+        let joined_at = participant.and_then(|p| p.joined_at);
+        let invite_time = participant
+            .and_then(|p| p.attr(attr::INVITE_TIME))
+            .and_then(|v| v.parse::<i64>().ok())
+            .map(Timestamp)
+            .filter(|invite| {
+                joined_at.is_some_and(|joined| {
+                    (0..=MAX_INVITE_BEFORE_JOIN_MS)
+                        .contains(&joined.millis().saturating_sub(invite.millis()))
+                })
+            });
+        let sip_start = match direction {
+            Direction::Inbound => invite_time.or(joined_at),
+            Direction::Outbound => joined_at,
+        };
+        let leave_at = leave.map(|(e, _, _)| e.at);
+        let in_room = |e: &CallEvent, sid: &Option<String>, name: &Option<String>| match (
+            &room_sid, sid, &room_name, name,
+        ) {
+            (Some(ours), Some(theirs), _, _) => ours == theirs,
+            (_, None, Some(ours), Some(theirs)) => {
+                ours == theirs && within_leg(e, sip_start.unwrap_or(e.at), leave_at)
+            }
+            _ => participant.is_none(),
         };
         let events: Vec<&CallEvent> = all
             .into_iter()
             .filter(|e| match &e.scope {
                 Scope::Call { call_id: c } => c == call_id,
-                Scope::Room { sid, name } => in_room(sid, name),
+                Scope::Room { sid, name } => in_room(e, sid, name),
             })
             .collect();
 
@@ -125,21 +164,8 @@ impl<'a> Timeline<'a> {
         if events.iter().any(|e| !e.unknown_enum_values.is_empty()) {
             anomalies.push(Anomaly::UnknownEnumValue);
         }
-        let direction = match participant {
-            Some(p) if p.attr(attr::RULE_ID).is_some() => Direction::Inbound,
-            _ => Direction::Outbound,
-        };
         let first_event_at = events.first().map_or(Timestamp(0), |e| e.at);
-        let invite_time = participant
-            .and_then(|p| p.attr(attr::INVITE_TIME))
-            .and_then(|v| v.parse::<i64>().ok())
-            .map(Timestamp);
-        let joined_at = participant.and_then(|p| p.joined_at);
-        let start_time = match direction {
-            Direction::Inbound => invite_time.or(joined_at),
-            Direction::Outbound => joined_at,
-        }
-        .unwrap_or(first_event_at);
+        let start_time = sip_start.unwrap_or(first_event_at);
         let last_event_at = events.last().map_or(start_time, |e| e.at).max(start_time);
 
         Timeline {
@@ -155,6 +181,10 @@ impl<'a> Timeline<'a> {
             last_event_at,
             anomalies,
         }
+    }
+
+    pub fn into_events(self) -> Vec<&'a CallEvent> {
+        self.events
     }
 
     fn participant(&self) -> Option<&'a SipParticipant> {
@@ -205,12 +235,17 @@ impl<'a> Timeline<'a> {
         }
         let finished = self.bodies().find_map(|(e, b)| {
             (matches!(b, EventBody::RoomFinished)
-                && e.at.millis() + CREATED_AT_TOLERANCE_MS > self.start_time.millis())
+                && e.at.millis().saturating_add(CREATED_AT_TOLERANCE_MS) > self.start_time.millis())
             .then_some(e.at)
         });
         let (end_time, why) = match finished {
             Some(at) if self.participant().is_some() => (Some(at), Anomaly::ClosedByRoomFinished),
-            _ if params.now.millis() - self.last_event_at.millis() >= params.call_timeout_ms => {
+            _ if params
+                .now
+                .millis()
+                .saturating_sub(self.last_event_at.millis())
+                >= params.call_timeout_ms =>
+            {
                 (Some(self.last_event_at), Anomaly::ClosedByTimeout)
             }
             _ => (None, Anomaly::MissingParticipantLeft),
@@ -242,8 +277,18 @@ impl<'a> Timeline<'a> {
         let reported = self
             .bodies()
             .find_map(|(e, b)| matches!(b, EventBody::CallAnswered).then_some(e.at));
+        let in_call = |at: Timestamp| {
+            at.millis()
+                >= self
+                    .start_time
+                    .millis()
+                    .saturating_sub(CREATED_AT_TOLERANCE_MS)
+                && end_time.is_none_or(|end| {
+                    at.millis() <= end.millis().saturating_add(CREATED_AT_TOLERANCE_MS)
+                })
+        };
         if let Some(at) = reported
-            && end_time.is_none_or(|end| at.millis() <= end.millis() + CREATED_AT_TOLERANCE_MS)
+            && in_call(at)
         {
             {
                 return Answer {
@@ -254,14 +299,14 @@ impl<'a> Timeline<'a> {
                 };
             }
         }
-        let anomalies = reported.map_or(vec![], |_| vec![Anomaly::AnswerAfterEnd]);
+        let anomalies = reported.map_or(vec![], |_| vec![Anomaly::AnswerOutsideCall]);
         let joined_at = self.participant().and_then(|p| p.joined_at);
         let inferred = match (self.direction, joined_at) {
             (Direction::Inbound, Some(joined)) => self.bodies().find_map(|(e, b)| match b {
                 EventBody::TrackPublished {
                     participant_sid,
                     participant_identity,
-                } if e.at.millis() + CREATED_AT_TOLERANCE_MS > joined.millis()
+                } if e.at.millis().saturating_add(CREATED_AT_TOLERANCE_MS) > joined.millis()
                     && end_time.is_none_or(|end| e.at <= end)
                     && !self.is_sip_participant(participant_sid, participant_identity) =>
                 {

@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 
 pub use histogram::Histogram;
 
+/// Longer durations are nonsense from broken clocks; they are capped so sums cannot overflow.
+const MAX_DURATION_MS: i64 = 31 * 24 * 3600 * 1000;
+
 /// Settings that decide a CDR's contribution.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MetricParams {
@@ -92,13 +95,20 @@ impl Tally {
         {
             let talk_ms = cdr
                 .end_time
-                .map_or(0, |end| (end.millis() - answer.millis()).max(0));
-            let handle_ms = talk_ms + (cdr.wrap_up_seconds * 1000.0).round() as i64;
+                .map_or(0, |end| end.millis().saturating_sub(answer.millis()))
+                .clamp(0, MAX_DURATION_MS);
+            let wrap_ms = (cdr.wrap_up_seconds * 1000.0)
+                .round()
+                .clamp(0.0, MAX_DURATION_MS as f64) as i64;
+            let handle_ms = talk_ms + wrap_ms;
             t.handled_calls = 1;
             t.handle_time_ms = handle_ms;
             t.handle_time_hist.record(handle_ms);
             if inbound {
-                let speed_ms = (answer.millis() - cdr.start_time.millis()).max(0);
+                let speed_ms = answer
+                    .millis()
+                    .saturating_sub(cdr.start_time.millis())
+                    .clamp(0, MAX_DURATION_MS);
                 t.speed_of_answer_calls = 1;
                 t.speed_of_answer_ms = speed_ms;
                 t.speed_of_answer_hist.record(speed_ms);

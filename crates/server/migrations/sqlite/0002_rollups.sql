@@ -11,3 +11,7 @@ CREATE TABLE rollups (
     tally       TEXT    NOT NULL,
     PRIMARY KEY (bucket_ms, direction, trunk_id, agent_id, queue)
 ) WITHOUT ROWID;
+
+-- What each CDR added to the rollups, so a rewrite subtracts exactly that (even after a change of
+-- the service-level threshold).
+ALTER TABLE cdrs ADD COLUMN contribution TEXT;

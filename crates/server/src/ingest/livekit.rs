@@ -86,6 +86,9 @@ pub struct DecodedWebhook {
     pub call_event: Option<CallEvent>,
 }
 
+/// Times past the year 3000 are broken clocks or hostile input; they are treated as absent.
+const MAX_EPOCH_SECS: i64 = 32_503_680_000;
+
 /// Enum-typed field names in LiveKit's webhook messages; only these are neutralised.
 const ENUM_FIELDS: &[&str] = &[
     "kind",
@@ -142,7 +145,7 @@ pub fn decode(body: &[u8], received_at: Timestamp) -> Result<DecodedWebhook, Ing
     } else {
         event.id.clone()
     };
-    let at = if event.created_at > 0 {
+    let at = if (1..=MAX_EPOCH_SECS).contains(&event.created_at) {
         Timestamp::from_secs(event.created_at)
     } else {
         received_at
@@ -215,9 +218,9 @@ fn room_scope(room: Option<&proto::Room>) -> Scope {
 }
 
 fn sip_participant(p: &proto::ParticipantInfo, room: Option<&proto::Room>) -> SipParticipant {
-    let joined_at = if p.joined_at_ms > 0 {
+    let joined_at = if (1..=MAX_EPOCH_SECS * 1000).contains(&p.joined_at_ms) {
         Some(Timestamp(p.joined_at_ms))
-    } else if p.joined_at > 0 {
+    } else if (1..=MAX_EPOCH_SECS).contains(&p.joined_at) {
         Some(Timestamp::from_secs(p.joined_at))
     } else {
         None

@@ -105,7 +105,7 @@ pub struct MetricFilter {
 }
 
 /// The tally of one bucket and one combination of dimensions.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RollupRow {
     pub bucket: Timestamp,
     pub direction: Direction,

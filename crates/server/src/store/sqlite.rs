@@ -191,26 +191,28 @@ impl Store for SqliteStore {
     async fn upsert_cdrs(&self, cdrs: &[Cdr], now: Timestamp) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
         for cdr in cdrs {
-            let old: Option<String> = sqlx::query_scalar("SELECT body FROM cdrs WHERE call_id = ?")
-                .bind(&cdr.call_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if let Some(old) = old {
-                let old: Cdr = decode_json(&old)?;
-                add_to_rollup(&mut tx, &RollupRow::of(&old, &self.params), -1).await?;
+            let old: Option<Option<String>> =
+                sqlx::query_scalar("SELECT contribution FROM cdrs WHERE call_id = ?")
+                    .bind(&cdr.call_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some(Some(old)) = old {
+                let old: RollupRow = decode_json(&old)?;
+                add_to_rollup(&mut tx, &old, -1).await?;
             }
-            add_to_rollup(&mut tx, &RollupRow::of(cdr, &self.params), 1).await?;
+            let contribution = RollupRow::of(cdr, &self.params);
+            add_to_rollup(&mut tx, &contribution, 1).await?;
             sqlx::query(
                 "INSERT INTO cdrs (call_id, start_ms, end_ms, last_event_ms, direction, outcome,
-                    trunk_id, agent_id, queue, room_sid, room_name, body, updated_at_ms)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    trunk_id, agent_id, queue, room_sid, room_name, body, updated_at_ms, contribution)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                  ON CONFLICT (call_id) DO UPDATE SET start_ms = excluded.start_ms,
                     end_ms = excluded.end_ms, last_event_ms = excluded.last_event_ms,
                     direction = excluded.direction, outcome = excluded.outcome,
                     trunk_id = excluded.trunk_id, agent_id = excluded.agent_id,
                     queue = excluded.queue, room_sid = excluded.room_sid,
                     room_name = excluded.room_name, body = excluded.body,
-                    updated_at_ms = excluded.updated_at_ms",
+                    updated_at_ms = excluded.updated_at_ms, contribution = excluded.contribution",
             )
             .bind(&cdr.call_id)
             .bind(cdr.start_time.millis())
@@ -225,6 +227,7 @@ impl Store for SqliteStore {
             .bind(&cdr.room_name)
             .bind(encode_json(cdr)?)
             .bind(now.millis())
+            .bind(encode_json(&contribution)?)
             .execute(&mut *tx)
             .await?;
         }
@@ -355,13 +358,10 @@ impl Store for SqliteStore {
     }
 
     async fn call_timeline(&self, call_id: &str) -> Result<Vec<TimelineEntry>, StoreError> {
-        let mut events = self.events_for_call(call_id).await?;
-        events.retain(|e| match &e.scope {
-            Scope::Call { call_id: c } => c == call_id,
-            Scope::Room { .. } => true,
-        });
+        let gathered = self.events_for_call(call_id).await?;
+        let events = callpulse_core::cdr::call_timeline(call_id, &gathered);
         let mut out = Vec::with_capacity(events.len());
-        for event in events {
+        for event in events.into_iter().cloned() {
             let row = sqlx::query(
                 "SELECT seq, received_at_ms FROM event_log WHERE event_id = ? AND source = ?",
             )

@@ -130,7 +130,7 @@ async fn application_events_complete_a_webhook_cdr() {
 async fn room_name_event_applies_to_the_rooms_leg() {
     let app = spawn_app().await;
     assert_eq!(app.post_webhook(&fixture("12")).await.status(), 200);
-    let batch = json!([{"id": "t1", "type": "transfer", "at": "2026-11-23T12:44:55.000Z",
+    let batch = json!([{"id": "t1", "type": "transfer", "at": "2026-11-23T15:31:30.000Z",
         "room_name": "call-_+14085550176_24Fx4XV3StHA", "transfer_type": "cold", "target": "tel:+14155550199"}]);
     assert_eq!(app.post_events(&batch).await.status(), 200);
     let body = app

@@ -219,3 +219,96 @@ async fn stored_events_survive_a_restart_and_the_pipeline_resumes() {
     .unwrap();
     assert_eq!(cdr["cdr"]["outcome"], "busy");
 }
+
+/// A leg's CDR depends on its room's other SIP legs (their tracks are not answers), so their
+/// events must rebuild it too: the live pipeline must agree with a rebuild whatever the order.
+#[tokio::test]
+async fn another_legs_late_join_rebuilds_this_leg() {
+    use callpulse_server::simulate::wire::{self, Participant, Room};
+    use livekit_protocol::{DisconnectReason, participant_info::Kind};
+    use rand::SeedableRng;
+    let app = spawn_app().await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let t0 = 1_795_442_530_000;
+    let room = Room {
+        sid: "RM_two_legs".into(),
+        name: "call-two-legs".into(),
+        created_ms: t0,
+    };
+    let leg = |sid: &str, call: &str, inbound: bool, joined_ms: i64| {
+        let mut attributes = std::collections::HashMap::from([
+            ("sip.callID".to_string(), call.to_string()),
+            (
+                "sip.callStatus".to_string(),
+                if inbound { "ringing" } else { "dialing" }.to_string(),
+            ),
+        ]);
+        if inbound {
+            attributes.insert("sip.ruleID".into(), "SDR_x".into());
+        }
+        Participant {
+            sid: sid.into(),
+            identity: format!("sip_{sid}"),
+            name: String::new(),
+            kind: Kind::Sip,
+            joined_ms,
+            attributes,
+        }
+    };
+    let a = leg("PA_a", "SCL_legA", true, t0 + 300);
+    let b = leg("PA_b", "SCL_legB", false, t0 + 2_000);
+    let bodies = [
+        wire::participant_joined(&mut rng, &room, &a),
+        wire::track_published(&mut rng, &room, &b, t0 + 3_000),
+        wire::participant_left(
+            &mut rng,
+            &room,
+            &a,
+            t0 + 20_000,
+            Some("hangup"),
+            DisconnectReason::ClientInitiated,
+            false,
+        ),
+    ];
+    for body in &bodies {
+        assert_eq!(app.post_webhook(body).await.status(), 200);
+    }
+    app.settle().await;
+    let before = app
+        .wait_for_cdr("SCL_legA", |c| c["outcome"] != "in_progress")
+        .await;
+    assert_eq!(
+        before["cdr"]["outcome"], "answered",
+        "B's track looks like an agent until B is known"
+    );
+    let b_left = wire::participant_left(
+        &mut rng,
+        &room,
+        &b,
+        t0 + 25_000,
+        Some("hangup"),
+        DisconnectReason::ClientInitiated,
+        false,
+    );
+    assert_eq!(app.post_webhook(&b_left).await.status(), 200);
+    app.settle().await;
+    let after = app
+        .wait_for_cdr("SCL_legA", |c| c["outcome"] != "answered")
+        .await;
+    assert_eq!(after["cdr"]["outcome"], "abandoned");
+}
+
+#[tokio::test]
+async fn application_events_alone_make_no_cdr() {
+    let app = spawn_app().await;
+    let batch = serde_json::json!([{"id": "w1", "type": "wrap_up", "at": "2026-11-23T10:00:00Z", "call_id": "SCL_typo", "seconds": 30}]);
+    assert_eq!(app.post_events(&batch).await.status(), 200);
+    app.settle().await;
+    let (status, _) = app.get_json("/api/v1/cdrs/SCL_typo").await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        app.ingest_stats().await["events_in_log"],
+        1,
+        "the event is kept in the log"
+    );
+}
