@@ -15,3 +15,9 @@ CREATE TABLE rollups (
 -- What each CDR added to the rollups, so a rewrite subtracts exactly that (even after a change of
 -- the service-level threshold).
 ALTER TABLE cdrs ADD COLUMN contribution TEXT;
+
+-- Plain numeric columns of the CDR, for SQL tools that compute metrics themselves.
+ALTER TABLE cdrs ADD COLUMN answer_ms INTEGER;
+ALTER TABLE cdrs ADD COLUMN wrap_up_ms INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE cdrs ADD COLUMN short_abandon INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE cdrs ADD COLUMN transfer_type TEXT;

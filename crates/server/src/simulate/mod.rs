@@ -11,7 +11,6 @@ pub mod wire;
 use anyhow::Context;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use scenario::{Payload, Step};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +19,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use scenario::random_call;
+pub use scenario::{CallScript, Payload, Step, random_call};
 
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -247,4 +246,47 @@ fn classify(status: reqwest::StatusCode) -> anyhow::Result<Delivery> {
         tracing::warn!(%status, "delivery refused");
         Ok(Delivery::Refused)
     }
+}
+
+/// The CDRs a script's calls build when every event arrives, decoded by the real ingest code.
+/// For benchmarks and tests that need realistic CDRs without a server.
+pub fn script_cdrs(
+    script: &CallScript,
+    params: &callpulse_core::BuildParams,
+) -> Vec<callpulse_core::Cdr> {
+    use crate::ingest::{app_events, livekit};
+    use callpulse_core::{Timestamp, event::Scope};
+    let mut events = Vec::new();
+    for step in script.room.iter().chain(&script.egress) {
+        match &step.payload {
+            Payload::Webhook(body) => {
+                if let Ok(Some(e)) =
+                    livekit::decode(body, Timestamp(step.at_ms)).map(|d| d.call_event)
+                {
+                    events.push(e);
+                }
+            }
+            Payload::App(value) => {
+                if let Ok(parsed) = app_events::parse_batch(value) {
+                    events.extend(parsed.into_iter().filter_map(|(e, _)| match e {
+                        app_events::AppEvent::Call(e) => Some(*e),
+                        app_events::AppEvent::AgentState { .. } => None,
+                    }));
+                }
+            }
+        }
+    }
+    let mut calls: Vec<String> = events
+        .iter()
+        .filter_map(|e| match &e.scope {
+            Scope::Call { call_id } => Some(call_id.clone()),
+            Scope::Room { .. } => None,
+        })
+        .collect();
+    calls.sort();
+    calls.dedup();
+    calls
+        .iter()
+        .map(|c| callpulse_core::build(c, &events, params))
+        .collect()
 }

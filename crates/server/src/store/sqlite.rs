@@ -204,15 +204,18 @@ impl Store for SqliteStore {
             add_to_rollup(&mut tx, &contribution, 1).await?;
             sqlx::query(
                 "INSERT INTO cdrs (call_id, start_ms, end_ms, last_event_ms, direction, outcome,
-                    trunk_id, agent_id, queue, room_sid, room_name, body, updated_at_ms, contribution)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    trunk_id, agent_id, queue, room_sid, room_name, body, updated_at_ms, contribution,
+                    answer_ms, wrap_up_ms, short_abandon, transfer_type)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                  ON CONFLICT (call_id) DO UPDATE SET start_ms = excluded.start_ms,
                     end_ms = excluded.end_ms, last_event_ms = excluded.last_event_ms,
                     direction = excluded.direction, outcome = excluded.outcome,
                     trunk_id = excluded.trunk_id, agent_id = excluded.agent_id,
                     queue = excluded.queue, room_sid = excluded.room_sid,
                     room_name = excluded.room_name, body = excluded.body,
-                    updated_at_ms = excluded.updated_at_ms, contribution = excluded.contribution",
+                    updated_at_ms = excluded.updated_at_ms, contribution = excluded.contribution,
+                    answer_ms = excluded.answer_ms, wrap_up_ms = excluded.wrap_up_ms,
+                    short_abandon = excluded.short_abandon, transfer_type = excluded.transfer_type",
             )
             .bind(&cdr.call_id)
             .bind(cdr.start_time.millis())
@@ -228,6 +231,10 @@ impl Store for SqliteStore {
             .bind(encode_json(cdr)?)
             .bind(now.millis())
             .bind(encode_json(&contribution)?)
+            .bind(cdr.answer_time.map(Timestamp::millis))
+            .bind((cdr.wrap_up_seconds * 1000.0).round() as i64)
+            .bind(cdr.short_abandon)
+            .bind(cdr.transfer_type.map(|t| t.as_str()))
             .execute(&mut *tx)
             .await?;
         }
