@@ -5,7 +5,10 @@
 //! for any window while the bulk of the work reads rollups only. Hours and days are those of the
 //! requested IANA time zone; every UTC offset in use is a multiple of 15 minutes.
 
-use crate::store::{BUCKET_MS, CdrQuery, MetricFilter, RollupRow, Store, StoreError, bucket_of};
+use crate::store::rollup::{Level, Slice};
+use crate::store::{
+    BUCKET_MS, Buckets, CdrQuery, MetricFilter, RollupRow, Store, StoreError, bucket_of,
+};
 use callpulse_core::Timestamp;
 use callpulse_core::metrics::{MetricParams, Tally};
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, TimeZone, Timelike};
@@ -117,13 +120,139 @@ fn key_of(row: &RollupRow, group_by: GroupBy, tz: Tz) -> GroupKey {
     }
 }
 
-/// Rows for `[from, to)` cut by bucket edges: rollups inside, CDRs at the edges.
+/// The slice that answers a query (the one dimension it filters or groups by) and the value it
+/// filters on; `None` when the query involves two dimensions.
+fn slice_for(q: &MetricsQuery) -> Option<(Slice, Option<&str>)> {
+    let mut dims: Vec<(Slice, Option<&str>)> = [
+        (Slice::Trunk, q.filter.trunk_id.as_deref()),
+        (Slice::Agent, q.filter.agent_id.as_deref()),
+        (Slice::Queue, q.filter.queue.as_deref()),
+    ]
+    .into_iter()
+    .filter(|(_, v)| v.is_some())
+    .collect();
+    let grouped = match q.group_by {
+        Some(GroupBy::Trunk) => Some(Slice::Trunk),
+        Some(GroupBy::Agent) => Some(Slice::Agent),
+        Some(GroupBy::Queue) => Some(Slice::Queue),
+        _ => None,
+    };
+    if let Some(g) = grouped
+        && !dims.iter().any(|(s, _)| *s == g)
+    {
+        dims.push((g, None));
+    }
+    match dims.as_slice() {
+        [] => Some((Slice::All, None)),
+        [one] => Some(*one),
+        _ => None,
+    }
+}
+
+/// Tiles `[from, to)` with the coarsest aligned buckets; what no bucket fits is left as edges
+/// (read from CDRs). When no call starts at or after `to` (`open_end`), a bucket may reach past
+/// `to`: its part after `to` is empty.
+fn tile(
+    from: i64,
+    to: i64,
+    open_end: bool,
+    blocks: &mut Vec<(Level, i64)>,
+    edges: &mut Vec<(i64, i64)>,
+) {
+    let mut t = from;
+    let quarter = Level::Quarter.width_ms();
+    if t.rem_euclid(quarter) != 0 {
+        let e = to.min(t.div_euclid(quarter) * quarter + quarter);
+        edges.push((t, e));
+        t = e;
+    }
+    'tiles: while t < to {
+        for level in [Level::Day, Level::Hour, Level::Quarter] {
+            let w = level.width_ms();
+            if t.rem_euclid(w) == 0 && (t + w <= to || open_end) {
+                blocks.push((level, t));
+                t += w;
+                continue 'tiles;
+            }
+        }
+        edges.push((t, to));
+        break;
+    }
+}
+
+/// The windows a query covers: one per time group, or the whole window.
+fn windows(q: &MetricsQuery) -> Vec<(i64, i64)> {
+    match q.group_by {
+        Some(unit @ (GroupBy::Hour | GroupBy::Day)) => {
+            let mut out = Vec::new();
+            let mut start = period_start(q.from, q.tz, unit);
+            while start.timestamp_millis() < q.to.millis() {
+                let next = next_period(start, q.tz, unit);
+                out.push((
+                    start.timestamp_millis().max(q.from.millis()),
+                    next.timestamp_millis().min(q.to.millis()),
+                ));
+                start = next;
+            }
+            out
+        }
+        _ => vec![(q.from.millis(), q.to.millis())],
+    }
+}
+
+/// Rows for the query's window: slice rows tiling it, CDRs at the edges; or, when the query
+/// involves two dimensions, the full-combination rollups by quarter-hour.
 async fn rows(
     store: &dyn Store,
     q: &MetricsQuery,
     params: &MetricParams,
 ) -> Result<Vec<RollupRow>, StoreError> {
-    let first_full = Timestamp(bucket_of(Timestamp(q.from.millis() + BUCKET_MS - 1)).millis());
+    let Some((slice, value)) = slice_for(q) else {
+        return combo_rows(store, q, params).await;
+    };
+    let latest = store.latest_start().await?;
+    let open_end = latest.is_none_or(|l| l < q.to);
+    let (mut blocks, mut edges) = (Vec::new(), Vec::new());
+    for (from, to) in windows(q) {
+        let last = to == q.to.millis();
+        tile(from, to, open_end && last, &mut blocks, &mut edges);
+    }
+    let mut out = Vec::new();
+    for level in Level::ALL {
+        let starts: Vec<i64> = blocks
+            .iter()
+            .filter(|(l, _)| *l == level)
+            .map(|(_, s)| *s)
+            .collect();
+        for chunk in starts.chunks(500) {
+            let buckets = match (chunk.first(), chunk.last()) {
+                (Some(first), Some(last))
+                    if (last - first) / level.width_ms() + 1 == chunk.len() as i64 =>
+                {
+                    Buckets::Range(Timestamp(*first), Timestamp(last + level.width_ms()))
+                }
+                _ => Buckets::List(chunk.to_vec()),
+            };
+            out.extend(
+                store
+                    .slice_rows(slice, level, &buckets, q.filter.direction, value)
+                    .await?,
+            );
+        }
+    }
+    for (from, to) in edges {
+        out.extend(cdr_rows(store, Timestamp(from), Timestamp(to), &q.filter, params).await?);
+    }
+    Ok(out)
+}
+
+/// Rows from the full-combination rollups (15-minute buckets), CDRs at the edges.
+async fn combo_rows(
+    store: &dyn Store,
+    q: &MetricsQuery,
+    params: &MetricParams,
+) -> Result<Vec<RollupRow>, StoreError> {
+    let first_full = bucket_of(Timestamp(q.from.millis() + BUCKET_MS - 1));
     let last_full = bucket_of(q.to);
     let mut out = Vec::new();
     if first_full < last_full {

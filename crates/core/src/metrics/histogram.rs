@@ -63,6 +63,16 @@ impl Histogram {
         }
     }
 
+    /// Non-empty bins and their counts, in bin order.
+    pub fn bins(&self) -> impl Iterator<Item = (u16, i64)> + '_ {
+        self.0.iter().map(|(b, c)| (*b, *c))
+    }
+
+    /// A histogram from `(bin, count)` pairs, as `bins` lists them; empty bins are dropped.
+    pub fn from_bins(bins: impl IntoIterator<Item = (u16, i64)>) -> Self {
+        Histogram(bins.into_iter().filter(|(_, c)| *c != 0).collect())
+    }
+
     pub fn count(&self) -> i64 {
         self.0.values().sum()
     }

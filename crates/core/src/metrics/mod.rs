@@ -33,6 +33,21 @@ impl Default for MetricParams {
     }
 }
 
+/// `counters` (the scalar fields by value, in a fixed order, for storage codecs) and
+/// `counters_mut`, from one list of fields.
+macro_rules! counter_accessors {
+    ($($field:ident),*) => {
+        /// The scalar counters in a fixed order, for storage codecs.
+        pub fn counters(&self) -> [i64; Self::COUNTERS] {
+            [$(self.$field),*]
+        }
+
+        fn counters_mut(&mut self) -> [&mut i64; Self::COUNTERS] {
+            [$(&mut self.$field),*]
+        }
+    };
+}
+
 /// Additive counts and sums over a set of CDRs.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Tally {
@@ -121,34 +136,55 @@ impl Tally {
 
     /// Adds (`sign` = 1) or removes (`sign` = -1) another tally.
     pub fn add(&mut self, other: &Tally, sign: i64) {
-        macro_rules! sum {
-            ($($f:ident),*) => { $( self.$f += sign * other.$f; )* };
+        for (mine, theirs) in self.counters_mut().into_iter().zip(other.counters()) {
+            *mine += sign * theirs;
         }
-        sum!(
-            total_calls,
-            inbound_calls,
-            outbound_calls,
-            answered_calls,
-            inbound_answered,
-            outbound_answered,
-            abandoned_calls,
-            short_abandoned_calls,
-            failed_calls,
-            busy_calls,
-            no_answer_calls,
-            inbound_no_answer,
-            inbound_failed,
-            transferred_calls,
-            in_progress_calls,
-            answered_within_threshold,
-            handled_calls,
-            handle_time_ms,
-            speed_of_answer_calls,
-            speed_of_answer_ms
-        );
         self.speed_of_answer_hist
             .add(&other.speed_of_answer_hist, sign);
         self.handle_time_hist.add(&other.handle_time_hist, sign);
+    }
+
+    /// The number of scalar counters (`counters` lists them in a fixed order).
+    pub const COUNTERS: usize = 20;
+
+    counter_accessors!(
+        total_calls,
+        inbound_calls,
+        outbound_calls,
+        answered_calls,
+        inbound_answered,
+        outbound_answered,
+        abandoned_calls,
+        short_abandoned_calls,
+        failed_calls,
+        busy_calls,
+        no_answer_calls,
+        inbound_no_answer,
+        inbound_failed,
+        transferred_calls,
+        in_progress_calls,
+        answered_within_threshold,
+        handled_calls,
+        handle_time_ms,
+        speed_of_answer_calls,
+        speed_of_answer_ms
+    );
+
+    /// A tally from `counters` and the two histograms.
+    pub fn from_parts(
+        counters: [i64; Self::COUNTERS],
+        speed_of_answer_hist: Histogram,
+        handle_time_hist: Histogram,
+    ) -> Tally {
+        let mut t = Tally {
+            speed_of_answer_hist,
+            handle_time_hist,
+            ..Tally::default()
+        };
+        for (mine, value) in t.counters_mut().into_iter().zip(counters) {
+            *mine = value;
+        }
+        t
     }
 
     pub fn is_empty(&self) -> bool {

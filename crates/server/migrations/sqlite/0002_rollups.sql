@@ -8,8 +8,21 @@ CREATE TABLE rollups (
     trunk_id    TEXT    NOT NULL,
     agent_id    TEXT    NOT NULL,
     queue       TEXT    NOT NULL,
-    tally       TEXT    NOT NULL,
+    tally       BLOB    NOT NULL,
     PRIMARY KEY (bucket_ms, direction, trunk_id, agent_id, queue)
+) WITHOUT ROWID;
+
+-- The same tallies summed per slice (0 all calls, 1 by trunk, 2 by agent, 3 by queue) at three UTC
+-- levels (0 quarter-hour, 1 hour, 2 day), so a window is tiled by few, coarse rows.
+-- direction: 0 inbound, 1 outbound; value: the slice's dimension ('' for none and for slice 0).
+CREATE TABLE rollup_slices (
+    slice       INTEGER NOT NULL,
+    level       INTEGER NOT NULL,
+    bucket_ms   INTEGER NOT NULL,
+    direction   INTEGER NOT NULL,
+    value       TEXT    NOT NULL,
+    tally       BLOB    NOT NULL,
+    PRIMARY KEY (slice, level, bucket_ms, direction, value)
 ) WITHOUT ROWID;
 
 -- What each CDR added to the rollups, so a rewrite subtracts exactly that (even after a change of

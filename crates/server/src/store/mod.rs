@@ -4,6 +4,7 @@
 //! The event log is the ground truth; `call_events` and `cdrs` are derived from it and can be
 //! rebuilt (`callpulse rebuild`).
 
+pub mod rollup;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -104,6 +105,15 @@ pub struct MetricFilter {
     pub queue: Option<String>,
 }
 
+/// Which buckets of a level to read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Buckets {
+    /// Bucket starts in `[from, to)`.
+    Range(Timestamp, Timestamp),
+    /// These bucket starts.
+    List(Vec<i64>),
+}
+
 /// The tally of one bucket and one combination of dimensions.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RollupRow {
@@ -155,6 +165,19 @@ pub trait Store: Send + Sync + 'static {
     /// Writes CDRs and, in the same transaction, corrects the rollups: the old version's
     /// contribution is subtracted and the new one added.
     async fn upsert_cdrs(&self, cdrs: &[Cdr], now: Timestamp) -> Result<(), StoreError>;
+    /// Rows of one slice and level: the buckets in `buckets`, one direction or both, one value
+    /// of the slice's dimension or all.
+    async fn slice_rows(
+        &self,
+        slice: rollup::Slice,
+        level: rollup::Level,
+        buckets: &Buckets,
+        direction: Option<Direction>,
+        value: Option<&str>,
+    ) -> Result<Vec<RollupRow>, StoreError>;
+    /// The latest call start stored: no call starts after it, so a bucket reaching past it holds
+    /// nothing more than its part before.
+    async fn latest_start(&self) -> Result<Option<Timestamp>, StoreError>;
     /// Rollup rows of the buckets in `[from, to)` (both bucket-aligned) matching `filter`.
     async fn rollup_rows(
         &self,

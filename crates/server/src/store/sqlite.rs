@@ -1,6 +1,8 @@
 //! The embedded SQLite backend: one file, WAL, `synchronous=FULL` so that a committed append is on
 //! disk before the webhook is answered.
 
+use super::Buckets;
+use super::rollup::{self, Level, RollupKey, Slice};
 use super::{
     Appended, CdrQuery, MetricFilter, NewEvent, Quarantined, RawEvent, RollupRow, Store,
     StoreError, TimelineEntry, event_index, parse_source, source_name,
@@ -12,6 +14,7 @@ use callpulse_core::metrics::{MetricParams, Tally};
 use callpulse_core::{CallEvent, Cdr, Timestamp};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -190,6 +193,7 @@ impl Store for SqliteStore {
 
     async fn upsert_cdrs(&self, cdrs: &[Cdr], now: Timestamp) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
+        let mut deltas = HashMap::new();
         for cdr in cdrs {
             let old: Option<Option<String>> =
                 sqlx::query_scalar("SELECT contribution FROM cdrs WHERE call_id = ?")
@@ -198,10 +202,10 @@ impl Store for SqliteStore {
                     .await?;
             if let Some(Some(old)) = old {
                 let old: RollupRow = decode_json(&old)?;
-                add_to_rollup(&mut tx, &old, -1).await?;
+                rollup::accumulate(&mut deltas, &old, -1);
             }
             let contribution = RollupRow::of(cdr, &self.params);
-            add_to_rollup(&mut tx, &contribution, 1).await?;
+            rollup::accumulate(&mut deltas, &contribution, 1);
             sqlx::query(
                 "INSERT INTO cdrs (call_id, start_ms, end_ms, last_event_ms, direction, outcome,
                     trunk_id, agent_id, queue, room_sid, room_name, body, updated_at_ms, contribution,
@@ -237,6 +241,11 @@ impl Store for SqliteStore {
             .bind(cdr.transfer_type.map(|t| t.as_str()))
             .execute(&mut *tx)
             .await?;
+        }
+        for (key, delta) in deltas {
+            if !delta.is_empty() {
+                apply_delta(&mut tx, &key, &delta).await?;
+            }
         }
         tx.commit().await?;
         Ok(())
@@ -280,10 +289,74 @@ impl Store for SqliteStore {
                     trunk_id: dim(r, "trunk_id"),
                     agent_id: dim(r, "agent_id"),
                     queue: dim(r, "queue"),
-                    tally: decode_json(r.get::<&str, _>("tally"))?,
+                    tally: rollup::decode_tally(r.get::<&[u8], _>("tally"))
+                        .ok_or_else(|| StoreError::Corrupt("undecodable rollup tally".into()))?,
                 })
             })
             .collect()
+    }
+
+    async fn slice_rows(
+        &self,
+        slice: Slice,
+        level: Level,
+        buckets: &Buckets,
+        direction: Option<Direction>,
+        value: Option<&str>,
+    ) -> Result<Vec<RollupRow>, StoreError> {
+        let mut sql = QueryBuilder::<Sqlite>::new(
+            "SELECT bucket_ms, direction, value, tally FROM rollup_slices WHERE slice = ",
+        );
+        sql.push_bind(slice as i64)
+            .push(" AND level = ")
+            .push_bind(level as i64);
+        match buckets {
+            Buckets::Range(from, to) => {
+                sql.push(" AND bucket_ms >= ")
+                    .push_bind(from.millis())
+                    .push(" AND bucket_ms < ")
+                    .push_bind(to.millis());
+            }
+            Buckets::List(starts) if starts.is_empty() => return Ok(vec![]),
+            Buckets::List(starts) => {
+                sql.push(" AND bucket_ms IN (");
+                let mut list = sql.separated(", ");
+                for start in starts {
+                    list.push_bind(*start);
+                }
+                sql.push(")");
+            }
+        }
+        if let Some(d) = direction {
+            sql.push(" AND direction = ")
+                .push_bind(rollup::direction_code(d));
+        }
+        if let Some(v) = value {
+            sql.push(" AND value = ").push_bind(v.to_owned());
+        }
+        let rows = sql.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let direction = rollup::direction_from_code(r.get("direction"))
+                    .ok_or_else(|| StoreError::Corrupt("unknown direction code".into()))?;
+                let value: String = r.get("value");
+                let tally = rollup::decode_tally(r.get::<&[u8], _>("tally"))
+                    .ok_or_else(|| StoreError::Corrupt("undecodable rollup tally".into()))?;
+                Ok(slice.row(
+                    r.get("bucket_ms"),
+                    direction,
+                    (!value.is_empty()).then_some(value),
+                    tally,
+                ))
+            })
+            .collect()
+    }
+
+    async fn latest_start(&self) -> Result<Option<Timestamp>, StoreError> {
+        let latest: Option<i64> = sqlx::query_scalar("SELECT MAX(start_ms) FROM cdrs")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(latest.map(Timestamp))
     }
 
     async fn open_calls_idle_since(
@@ -413,7 +486,7 @@ impl Store for SqliteStore {
 
     async fn reset_derived(&self) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
-        for table in ["call_events", "cdrs", "cursors", "rollups"] {
+        for table in ["call_events", "cdrs", "cursors", "rollups", "rollup_slices"] {
             sqlx::query(&format!("DELETE FROM {table}"))
                 .execute(&mut *tx)
                 .await?;
@@ -470,64 +543,103 @@ fn parse_direction(s: &str) -> Result<Direction, StoreError> {
     }
 }
 
-/// Adds (`sign` = 1) or subtracts (`sign` = -1) a contribution to its rollup row; a row that
-/// becomes empty is deleted.
-async fn add_to_rollup(
+/// Adds a delta to a rollup row (read, add, write back); a row that becomes empty is deleted.
+async fn apply_delta(
     tx: &mut sqlx::Transaction<'_, Sqlite>,
-    row: &RollupRow,
-    sign: i64,
+    key: &RollupKey,
+    delta: &Tally,
 ) -> Result<(), StoreError> {
-    let key = (
-        row.bucket.millis(),
-        row.direction.as_str(),
-        row.trunk_id.as_deref().unwrap_or(""),
-        row.agent_id.as_deref().unwrap_or(""),
-        row.queue.as_deref().unwrap_or(""),
-    );
-    let existing: Option<String> = sqlx::query_scalar(
-        "SELECT tally FROM rollups
-         WHERE bucket_ms = ? AND direction = ? AND trunk_id = ? AND agent_id = ? AND queue = ?",
-    )
-    .bind(key.0)
-    .bind(key.1)
-    .bind(key.2)
-    .bind(key.3)
-    .bind(key.4)
-    .fetch_optional(&mut **tx)
-    .await?;
-    let mut tally: Tally = existing
-        .as_deref()
-        .map(decode_json)
-        .transpose()?
-        .unwrap_or_default();
-    tally.add(&row.tally, sign);
-    if tally.is_empty() {
-        sqlx::query(
-            "DELETE FROM rollups
-             WHERE bucket_ms = ? AND direction = ? AND trunk_id = ? AND agent_id = ? AND queue = ?",
-        )
-        .bind(key.0)
-        .bind(key.1)
-        .bind(key.2)
-        .bind(key.3)
-        .bind(key.4)
-        .execute(&mut **tx)
+    let (table, columns, values): (&str, [&str; 5], [KeyPart<'_>; 5]) = match key {
+        RollupKey::Combo {
+            bucket,
+            direction,
+            trunk_id,
+            agent_id,
+            queue,
+        } => (
+            "rollups",
+            ["bucket_ms", "direction", "trunk_id", "agent_id", "queue"],
+            [
+                KeyPart::Int(*bucket),
+                KeyPart::Text(direction.as_str()),
+                KeyPart::Text(trunk_id),
+                KeyPart::Text(agent_id),
+                KeyPart::Text(queue),
+            ],
+        ),
+        RollupKey::Slice {
+            slice,
+            level,
+            bucket,
+            direction,
+            value,
+        } => (
+            "rollup_slices",
+            ["slice", "level", "bucket_ms", "direction", "value"],
+            [
+                KeyPart::Int(*slice as i64),
+                KeyPart::Int(*level as i64),
+                KeyPart::Int(*bucket),
+                KeyPart::Int(rollup::direction_code(*direction)),
+                KeyPart::Text(value),
+            ],
+        ),
+    };
+    let condition = columns.map(|c| format!("{c} = ?")).join(" AND ");
+    let select = format!("SELECT tally FROM {table} WHERE {condition}");
+    let existing: Option<Vec<u8>> = bind_key(sqlx::query_scalar(&select), &values)
+        .fetch_optional(&mut **tx)
         .await?;
+    let mut tally = match existing {
+        Some(bytes) => rollup::decode_tally(&bytes)
+            .ok_or_else(|| StoreError::Corrupt("undecodable rollup tally".into()))?,
+        None => Tally::default(),
+    };
+    tally.add(delta, 1);
+    if tally.is_empty() {
+        let delete = format!("DELETE FROM {table} WHERE {condition}");
+        bind_key_query(sqlx::query(&delete), &values)
+            .execute(&mut **tx)
+            .await?;
         return Ok(());
     }
-    sqlx::query(
-        "INSERT INTO rollups (bucket_ms, direction, trunk_id, agent_id, queue, tally)
-         VALUES (?, ?, ?, ?, ?, ?)
-         ON CONFLICT (bucket_ms, direction, trunk_id, agent_id, queue)
-         DO UPDATE SET tally = excluded.tally",
-    )
-    .bind(key.0)
-    .bind(key.1)
-    .bind(key.2)
-    .bind(key.3)
-    .bind(key.4)
-    .bind(encode_json(&tally)?)
-    .execute(&mut **tx)
-    .await?;
+    let upsert = format!(
+        "INSERT INTO {table} ({}, tally) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT ({}) DO UPDATE SET tally = excluded.tally",
+        columns.join(", "),
+        columns.join(", ")
+    );
+    bind_key_query(sqlx::query(&upsert), &values)
+        .bind(rollup::encode_tally(&tally))
+        .execute(&mut **tx)
+        .await?;
     Ok(())
+}
+
+enum KeyPart<'a> {
+    Int(i64),
+    Text(&'a str),
+}
+
+type Scalar<'q, T> = sqlx::query::QueryScalar<'q, Sqlite, T, sqlx::sqlite::SqliteArguments<'q>>;
+type Plain<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+
+fn bind_key<'q, T>(mut q: Scalar<'q, T>, parts: &[KeyPart<'q>]) -> Scalar<'q, T> {
+    for p in parts {
+        q = match p {
+            KeyPart::Int(v) => q.bind(*v),
+            KeyPart::Text(v) => q.bind(*v),
+        };
+    }
+    q
+}
+
+fn bind_key_query<'q>(mut q: Plain<'q>, parts: &[KeyPart<'q>]) -> Plain<'q> {
+    for p in parts {
+        q = match p {
+            KeyPart::Int(v) => q.bind(*v),
+            KeyPart::Text(v) => q.bind(*v),
+        };
+    }
+    q
 }
