@@ -204,10 +204,12 @@ mod tests {
 
     #[test]
     fn tally_round_trips_through_the_codec() {
-        let mut t = Tally::default();
-        t.total_calls = 5;
-        t.handle_time_ms = -3;
-        t.speed_of_answer_ms = i64::MAX / 3;
+        let mut t = Tally {
+            total_calls: 5,
+            handle_time_ms: -3,
+            speed_of_answer_ms: i64::MAX / 3,
+            ..Tally::default()
+        };
         t.speed_of_answer_hist.record(1_500);
         t.speed_of_answer_hist.record(70_000);
         t.handle_time_hist.record(30_000_000);
