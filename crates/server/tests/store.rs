@@ -101,10 +101,9 @@ async fn metric_engine_equals_direct_computation_over_days() {
     while cdrs.len() < 600 {
         for mut c in script_cdrs(&random_call(&mut rng, t0), &build) {
             let shift = rng.gen_range(0..3 * 86_400_000i64);
-            let moved = |t: Timestamp| Timestamp(t.millis() + shift);
-            c.start_time = moved(c.start_time);
-            c.answer_time = c.answer_time.map(moved);
-            c.end_time = c.end_time.map(moved);
+            c.start_time = Timestamp(c.start_time.millis() + shift);
+            c.answer_time = c.answer_time.map(|t| Timestamp(t.millis() + shift));
+            c.end_time = c.end_time.map(|t| Timestamp(t.millis() + shift));
             c.agent_id = Some(format!("agent-{}", rng.gen_range(0..7)));
             c.call_id = format!("SCL_{}", cdrs.len());
             cdrs.push(c);
