@@ -186,3 +186,23 @@ async fn metric_engine_equals_direct_computation_over_days() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_last_version_of_a_call_in_one_batch_wins_and_counts_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("b.db").display());
+    let params = MetricParams::default();
+    let store = store::open(&url, params).await.unwrap();
+    let first = answered_after(5);
+    let mut second = answered_after(25);
+    second.trunk_id = Some("ST_b".into());
+    store.upsert_cdrs(&[first, second.clone()], Timestamp(0)).await.unwrap();
+    assert_eq!(store.get_cdr("SCL_sl").await.unwrap(), Some(second.clone()));
+    let rows = store
+        .rollup_rows(Timestamp(0), Timestamp(i64::MAX / 2), &MetricFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].trunk_id.as_deref(), Some("ST_b"));
+    assert_eq!(rows[0].tally, tally_cdrs([&second], &params));
+}

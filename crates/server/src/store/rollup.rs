@@ -25,6 +25,10 @@ pub enum Slice {
 impl Slice {
     pub const ALL: [Slice; 4] = [Slice::All, Slice::Trunk, Slice::Agent, Slice::Queue];
 
+    pub fn from_code(code: i64) -> Option<Slice> {
+        Slice::ALL.into_iter().find(|s| *s as i64 == code)
+    }
+
     fn value_of(self, row: &RollupRow) -> Option<&str> {
         match self {
             Slice::All => None,
@@ -70,6 +74,10 @@ pub enum Level {
 
 impl Level {
     pub const ALL: [Level; 3] = [Level::Quarter, Level::Hour, Level::Day];
+
+    pub fn from_code(code: i64) -> Option<Level> {
+        Level::ALL.into_iter().find(|l| *l as i64 == code)
+    }
 
     pub fn width_ms(self) -> i64 {
         match self {

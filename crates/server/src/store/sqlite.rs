@@ -192,26 +192,66 @@ impl Store for SqliteStore {
     }
 
     async fn upsert_cdrs(&self, cdrs: &[Cdr], now: Timestamp) -> Result<(), StoreError> {
+        // The last version of each call wins within a batch.
+        let mut position: HashMap<&str, usize> = HashMap::new();
+        for (i, cdr) in cdrs.iter().enumerate() {
+            position.insert(cdr.call_id.as_str(), i);
+        }
+        let unique: Vec<&Cdr> = cdrs
+            .iter()
+            .enumerate()
+            .filter(|(i, c)| position[c.call_id.as_str()] == *i)
+            .map(|(_, c)| c)
+            .collect();
         let mut tx = self.writer.begin().await?;
         let mut deltas = HashMap::new();
-        for cdr in cdrs {
-            let old: Option<Option<String>> =
-                sqlx::query_scalar("SELECT contribution FROM cdrs WHERE call_id = ?")
-                    .bind(&cdr.call_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if let Some(Some(old)) = old {
-                let old: RollupRow = decode_json(&old)?;
-                rollup::accumulate(&mut deltas, &old, -1);
+        for chunk in unique.chunks(CDR_CHUNK) {
+            let mut select =
+                QueryBuilder::<Sqlite>::new("SELECT call_id, contribution FROM cdrs WHERE call_id IN (");
+            let mut ids = select.separated(", ");
+            for cdr in chunk {
+                ids.push_bind(cdr.call_id.as_str());
             }
-            let contribution = RollupRow::of(cdr, &self.params);
-            rollup::accumulate(&mut deltas, &contribution, 1);
-            sqlx::query(
+            select.push(")");
+            for r in select.build().fetch_all(&mut *tx).await? {
+                if let Some(old) = r.get::<Option<&str>, _>(1) {
+                    let old: RollupRow = decode_json(old)?;
+                    rollup::accumulate(&mut deltas, &old, -1);
+                }
+            }
+            let mut rows = Vec::with_capacity(chunk.len());
+            for cdr in chunk {
+                let contribution = RollupRow::of(cdr, &self.params);
+                rollup::accumulate(&mut deltas, &contribution, 1);
+                rows.push((*cdr, encode_json(*cdr)?, encode_json(&contribution)?));
+            }
+            let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO cdrs (call_id, start_ms, end_ms, last_event_ms, direction, outcome,
                     trunk_id, agent_id, queue, room_sid, room_name, body, updated_at_ms, contribution,
-                    answer_ms, wrap_up_ms, short_abandon, transfer_type)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (call_id) DO UPDATE SET start_ms = excluded.start_ms,
+                    answer_ms, wrap_up_ms, short_abandon, transfer_type) ",
+            );
+            insert.push_values(&rows, |mut b, (cdr, body, contribution)| {
+                b.push_bind(cdr.call_id.as_str())
+                    .push_bind(cdr.start_time.millis())
+                    .push_bind(cdr.end_time.map(Timestamp::millis))
+                    .push_bind(cdr.last_event_at.millis())
+                    .push_bind(cdr.direction.as_str())
+                    .push_bind(cdr.outcome.as_str())
+                    .push_bind(cdr.trunk_id.as_deref())
+                    .push_bind(cdr.agent_id.as_deref())
+                    .push_bind(cdr.queue.as_deref())
+                    .push_bind(cdr.room_sid.as_deref())
+                    .push_bind(cdr.room_name.as_deref())
+                    .push_bind(body.as_str())
+                    .push_bind(now.millis())
+                    .push_bind(contribution.as_str())
+                    .push_bind(cdr.answer_time.map(Timestamp::millis))
+                    .push_bind((cdr.wrap_up_seconds * 1000.0).round() as i64)
+                    .push_bind(cdr.short_abandon)
+                    .push_bind(cdr.transfer_type.map(|t| t.as_str()));
+            });
+            insert.push(
+                " ON CONFLICT (call_id) DO UPDATE SET start_ms = excluded.start_ms,
                     end_ms = excluded.end_ms, last_event_ms = excluded.last_event_ms,
                     direction = excluded.direction, outcome = excluded.outcome,
                     trunk_id = excluded.trunk_id, agent_id = excluded.agent_id,
@@ -220,32 +260,13 @@ impl Store for SqliteStore {
                     updated_at_ms = excluded.updated_at_ms, contribution = excluded.contribution,
                     answer_ms = excluded.answer_ms, wrap_up_ms = excluded.wrap_up_ms,
                     short_abandon = excluded.short_abandon, transfer_type = excluded.transfer_type",
-            )
-            .bind(&cdr.call_id)
-            .bind(cdr.start_time.millis())
-            .bind(cdr.end_time.map(Timestamp::millis))
-            .bind(cdr.last_event_at.millis())
-            .bind(cdr.direction.as_str())
-            .bind(cdr.outcome.as_str())
-            .bind(&cdr.trunk_id)
-            .bind(&cdr.agent_id)
-            .bind(&cdr.queue)
-            .bind(&cdr.room_sid)
-            .bind(&cdr.room_name)
-            .bind(encode_json(cdr)?)
-            .bind(now.millis())
-            .bind(encode_json(&contribution)?)
-            .bind(cdr.answer_time.map(Timestamp::millis))
-            .bind((cdr.wrap_up_seconds * 1000.0).round() as i64)
-            .bind(cdr.short_abandon)
-            .bind(cdr.transfer_type.map(|t| t.as_str()))
-            .execute(&mut *tx)
-            .await?;
+            );
+            insert.build().execute(&mut *tx).await?;
         }
-        for (key, delta) in deltas {
-            if !delta.is_empty() {
-                apply_delta(&mut tx, &key, &delta).await?;
-            }
+        let deltas: Vec<(RollupKey, Tally)> =
+            deltas.into_iter().filter(|(_, d)| !d.is_empty()).collect();
+        for chunk in deltas.chunks(DELTA_CHUNK) {
+            apply_deltas(&mut tx, chunk).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -543,76 +564,136 @@ fn parse_direction(s: &str) -> Result<Direction, StoreError> {
     }
 }
 
-/// Adds a delta to a rollup row (read, add, write back); a row that becomes empty is deleted.
-async fn apply_delta(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
-    key: &RollupKey,
-    delta: &Tally,
-) -> Result<(), StoreError> {
-    let (table, columns, values): (&str, [&str; 5], [KeyPart<'_>; 5]) = match key {
-        RollupKey::Combo {
-            bucket,
-            direction,
-            trunk_id,
-            agent_id,
-            queue,
-        } => (
-            "rollups",
-            ["bucket_ms", "direction", "trunk_id", "agent_id", "queue"],
-            [
-                KeyPart::Int(*bucket),
-                KeyPart::Text(direction.as_str()),
-                KeyPart::Text(trunk_id),
-                KeyPart::Text(agent_id),
-                KeyPart::Text(queue),
-            ],
-        ),
-        RollupKey::Slice {
-            slice,
-            level,
-            bucket,
-            direction,
-            value,
-        } => (
-            "rollup_slices",
-            ["slice", "level", "bucket_ms", "direction", "value"],
-            [
-                KeyPart::Int(*slice as i64),
-                KeyPart::Int(*level as i64),
-                KeyPart::Int(*bucket),
-                KeyPart::Int(rollup::direction_code(*direction)),
-                KeyPart::Text(value),
-            ],
-        ),
-    };
-    let condition = columns.map(|c| format!("{c} = ?")).join(" AND ");
-    let select = format!("SELECT tally FROM {table} WHERE {condition}");
-    let existing: Option<Vec<u8>> = bind_key(sqlx::query_scalar(&select), &values)
-        .fetch_optional(&mut **tx)
-        .await?;
-    let mut tally = match existing {
-        Some(bytes) => rollup::decode_tally(&bytes)
-            .ok_or_else(|| StoreError::Corrupt("undecodable rollup tally".into()))?,
-        None => Tally::default(),
-    };
-    tally.add(delta, 1);
-    if tally.is_empty() {
-        let delete = format!("DELETE FROM {table} WHERE {condition}");
-        bind_key_query(sqlx::query(&delete), &values)
-            .execute(&mut **tx)
-            .await?;
-        return Ok(());
+/// Rollup rows read and written per statement.
+const DELTA_CHUNK: usize = 300;
+/// CDRs written per statement (18 values each, under SQLite's variable limit).
+const CDR_CHUNK: usize = 50;
+
+const COMBO_COLUMNS: &str = "bucket_ms, direction, trunk_id, agent_id, queue";
+const SLICE_COLUMNS: &str = "slice, level, bucket_ms, direction, value";
+
+fn key_parts(key: &RollupKey) -> [KeyPart<'_>; 5] {
+    match key {
+        RollupKey::Combo { bucket, direction, trunk_id, agent_id, queue } => [
+            KeyPart::Int(*bucket),
+            KeyPart::Text(direction.as_str()),
+            KeyPart::Text(trunk_id),
+            KeyPart::Text(agent_id),
+            KeyPart::Text(queue),
+        ],
+        RollupKey::Slice { slice, level, bucket, direction, value } => [
+            KeyPart::Int(*slice as i64),
+            KeyPart::Int(*level as i64),
+            KeyPart::Int(*bucket),
+            KeyPart::Int(rollup::direction_code(*direction)),
+            KeyPart::Text(value),
+        ],
     }
-    let upsert = format!(
-        "INSERT INTO {table} ({}, tally) VALUES (?, ?, ?, ?, ?, ?)
-         ON CONFLICT ({}) DO UPDATE SET tally = excluded.tally",
-        columns.join(", "),
-        columns.join(", ")
-    );
-    bind_key_query(sqlx::query(&upsert), &values)
-        .bind(rollup::encode_tally(&tally))
-        .execute(&mut **tx)
-        .await?;
+}
+
+fn key_of_row(combo: bool, r: &sqlx::sqlite::SqliteRow) -> Result<RollupKey, StoreError> {
+    let corrupt = || StoreError::Corrupt("unreadable rollup key".into());
+    Ok(if combo {
+        RollupKey::Combo {
+            bucket: r.get(0),
+            direction: parse_direction(r.get(1))?,
+            trunk_id: r.get(2),
+            agent_id: r.get(3),
+            queue: r.get(4),
+        }
+    } else {
+        RollupKey::Slice {
+            slice: Slice::from_code(r.get(0)).ok_or_else(corrupt)?,
+            level: Level::from_code(r.get(1)).ok_or_else(corrupt)?,
+            bucket: r.get(2),
+            direction: rollup::direction_from_code(r.get(3)).ok_or_else(corrupt)?,
+            value: r.get(4),
+        }
+    })
+}
+
+fn push_key_list<'q>(sql: &mut QueryBuilder<'q, Sqlite>, keys: &[&'q RollupKey]) {
+    sql.push("(VALUES ");
+    for (i, key) in keys.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.push("(");
+        let mut tuple = sql.separated(", ");
+        for part in key_parts(key) {
+            match part {
+                KeyPart::Int(v) => tuple.push_bind(v),
+                KeyPart::Text(v) => tuple.push_bind(v),
+            };
+        }
+        sql.push(")");
+    }
+    sql.push(")");
+}
+
+/// Adds deltas to their rollup rows: one read of the rows, one upsert of the changed rows, one
+/// delete of the rows that became empty, per table.
+async fn apply_deltas(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    deltas: &[(RollupKey, Tally)],
+) -> Result<(), StoreError> {
+    for combo in [true, false] {
+        let (table, columns) = if combo {
+            ("rollups", COMBO_COLUMNS)
+        } else {
+            ("rollup_slices", SLICE_COLUMNS)
+        };
+        let mine: Vec<&(RollupKey, Tally)> = deltas
+            .iter()
+            .filter(|(k, _)| matches!(k, RollupKey::Combo { .. }) == combo)
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let keys: Vec<&RollupKey> = mine.iter().map(|(k, _)| k).collect();
+        let mut select = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {columns}, tally FROM {table} WHERE ({columns}) IN "
+        ));
+        push_key_list(&mut select, &keys);
+        let mut current: HashMap<RollupKey, Tally> = HashMap::new();
+        for r in select.build().fetch_all(&mut **tx).await? {
+            let tally = rollup::decode_tally(r.get::<&[u8], _>(5))
+                .ok_or_else(|| StoreError::Corrupt("undecodable rollup tally".into()))?;
+            current.insert(key_of_row(combo, &r)?, tally);
+        }
+        let mut emptied = Vec::new();
+        let mut updated = Vec::new();
+        for (key, delta) in &mine {
+            let mut tally = current.remove(key).unwrap_or_default();
+            tally.add(delta, 1);
+            if tally.is_empty() {
+                emptied.push(key);
+            } else {
+                updated.push((key, rollup::encode_tally(&tally)));
+            }
+        }
+        if !emptied.is_empty() {
+            let mut delete =
+                QueryBuilder::<Sqlite>::new(format!("DELETE FROM {table} WHERE ({columns}) IN "));
+            push_key_list(&mut delete, &emptied);
+            delete.build().execute(&mut **tx).await?;
+        }
+        if !updated.is_empty() {
+            let mut upsert =
+                QueryBuilder::<Sqlite>::new(format!("INSERT INTO {table} ({columns}, tally) "));
+            upsert.push_values(&updated, |mut row, (key, bytes)| {
+                for part in key_parts(key) {
+                    match part {
+                        KeyPart::Int(v) => row.push_bind(v),
+                        KeyPart::Text(v) => row.push_bind(v),
+                    };
+                }
+                row.push_bind(bytes.clone());
+            });
+            upsert.push(format!(" ON CONFLICT ({columns}) DO UPDATE SET tally = excluded.tally"));
+            upsert.build().execute(&mut **tx).await?;
+        }
+    }
     Ok(())
 }
 
@@ -621,25 +702,3 @@ enum KeyPart<'a> {
     Text(&'a str),
 }
 
-type Scalar<'q, T> = sqlx::query::QueryScalar<'q, Sqlite, T, sqlx::sqlite::SqliteArguments<'q>>;
-type Plain<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
-
-fn bind_key<'q, T>(mut q: Scalar<'q, T>, parts: &[KeyPart<'q>]) -> Scalar<'q, T> {
-    for p in parts {
-        q = match p {
-            KeyPart::Int(v) => q.bind(*v),
-            KeyPart::Text(v) => q.bind(*v),
-        };
-    }
-    q
-}
-
-fn bind_key_query<'q>(mut q: Plain<'q>, parts: &[KeyPart<'q>]) -> Plain<'q> {
-    for p in parts {
-        q = match p {
-            KeyPart::Int(v) => q.bind(*v),
-            KeyPart::Text(v) => q.bind(*v),
-        };
-    }
-    q
-}
