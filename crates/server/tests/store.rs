@@ -185,6 +185,21 @@ async fn metric_engine_equals_direct_computation_over_days() {
             assert_eq!(summed, direct, "case {i}: groups add up");
         }
     }
+    // A reopened store loads its in-memory day rows from the file and answers the same.
+    let reopened = store::open(&url, params).await.unwrap();
+    let q = MetricsQuery {
+        from: Timestamp(t0 - 86_400_000),
+        to: Timestamp(t0 + 5 * 86_400_000),
+        filter: MetricFilter::default(),
+        group_by: Some(GroupBy::Agent),
+        tz: chrono_tz::UTC,
+    };
+    let again = query(reopened.as_ref(), &q, &params).await.unwrap();
+    assert_eq!(again.totals, tally_cdrs(cdrs.iter(), &params));
+    assert_eq!(
+        again.groups,
+        query(store.as_ref(), &q, &params).await.unwrap().groups
+    );
 }
 
 #[tokio::test]
@@ -196,10 +211,17 @@ async fn the_last_version_of_a_call_in_one_batch_wins_and_counts_once() {
     let first = answered_after(5);
     let mut second = answered_after(25);
     second.trunk_id = Some("ST_b".into());
-    store.upsert_cdrs(&[first, second.clone()], Timestamp(0)).await.unwrap();
+    store
+        .upsert_cdrs(&[first, second.clone()], Timestamp(0))
+        .await
+        .unwrap();
     assert_eq!(store.get_cdr("SCL_sl").await.unwrap(), Some(second.clone()));
     let rows = store
-        .rollup_rows(Timestamp(0), Timestamp(i64::MAX / 2), &MetricFilter::default())
+        .rollup_rows(
+            Timestamp(0),
+            Timestamp(i64::MAX / 2),
+            &MetricFilter::default(),
+        )
         .await
         .unwrap();
     assert_eq!(rows.len(), 1);

@@ -2,7 +2,7 @@
 //! read from rollups. Bins are 1 s wide up to 1 min, 10 s to 10 min, 1 min to 1 h, 10 min to 6 h,
 //! then one overflow bin; a percentile is the upper edge of the bin holding its rank.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
 
 /// (start of the band in ms, bin width in ms, first bin index of the band)
@@ -15,10 +15,24 @@ const BANDS: [(i64, i64, u16); 4] = [
 const OVERFLOW_FROM_MS: i64 = 21_600_000;
 const OVERFLOW_BIN: u16 = 194;
 
-/// Counts per bin; bins with no count are absent.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Histogram(BTreeMap<u16, i64>);
+/// Counts per bin, dense up to the highest non-empty bin (trailing zeros trimmed, so equal
+/// histograms are equal values). Serialised sparse, as `{bin: count}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Histogram(Vec<i64>);
+
+impl Serialize for Histogram {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let sparse: BTreeMap<u16, i64> = self.bins().collect();
+        sparse.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Histogram {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let sparse = BTreeMap::<u16, i64>::deserialize(deserializer)?;
+        Ok(Histogram::from_bins(sparse))
+    }
+}
 
 fn bin_of(ms: i64) -> u16 {
     let ms = ms.max(0);
@@ -50,31 +64,55 @@ fn upper_edge_ms(bin: u16) -> i64 {
 
 impl Histogram {
     pub fn record(&mut self, ms: i64) {
-        *self.0.entry(bin_of(ms)).or_default() += 1;
+        let bin = usize::from(bin_of(ms));
+        if self.0.len() <= bin {
+            self.0.resize(bin + 1, 0);
+        }
+        self.0[bin] += 1;
     }
 
     pub fn add(&mut self, other: &Histogram, sign: i64) {
-        for (bin, count) in &other.0 {
-            let entry = self.0.entry(*bin).or_default();
-            *entry += sign * count;
-            if *entry == 0 {
-                self.0.remove(bin);
-            }
+        if self.0.len() < other.0.len() {
+            self.0.resize(other.0.len(), 0);
+        }
+        for (mine, theirs) in self.0.iter_mut().zip(&other.0) {
+            *mine += sign * theirs;
+        }
+        self.trim();
+    }
+
+    fn trim(&mut self) {
+        while self.0.last() == Some(&0) {
+            self.0.pop();
         }
     }
 
     /// Non-empty bins and their counts, in bin order.
     pub fn bins(&self) -> impl Iterator<Item = (u16, i64)> + '_ {
-        self.0.iter().map(|(b, c)| (*b, *c))
+        self.0
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c != 0)
+            .map(|(b, c)| (b as u16, *c))
     }
 
-    /// A histogram from `(bin, count)` pairs, as `bins` lists them; empty bins are dropped.
+    /// A histogram from `(bin, count)` pairs, as `bins` lists them; bins past the overflow bin
+    /// count in it.
     pub fn from_bins(bins: impl IntoIterator<Item = (u16, i64)>) -> Self {
-        Histogram(bins.into_iter().filter(|(_, c)| *c != 0).collect())
+        let mut h = Histogram::default();
+        for (bin, count) in bins {
+            let bin = usize::from(bin.min(OVERFLOW_BIN));
+            if h.0.len() <= bin {
+                h.0.resize(bin + 1, 0);
+            }
+            h.0[bin] += count;
+        }
+        h.trim();
+        h
     }
 
     pub fn count(&self) -> i64 {
-        self.0.values().sum()
+        self.0.iter().sum()
     }
 
     /// The `q` quantile (nearest rank) in seconds, or `None` when empty.
@@ -85,10 +123,10 @@ impl Histogram {
         }
         let rank = ((q * n as f64).ceil() as i64).clamp(1, n);
         let mut seen = 0;
-        for (bin, count) in &self.0 {
+        for (bin, count) in self.bins() {
             seen += count;
             if seen >= rank {
-                return Some(upper_edge_ms(*bin) as f64 / 1000.0);
+                return Some(upper_edge_ms(bin) as f64 / 1000.0);
             }
         }
         None

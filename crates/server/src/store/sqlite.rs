@@ -20,10 +20,37 @@ use std::time::Duration;
 
 /// Reads go through a small pool; every write goes through one connection, so writes queue in
 /// the process instead of failing on a stale snapshot (`SQLITE_BUSY_SNAPSHOT`).
+///
+/// Day-level slice rows are also kept in memory (a few hundred thousand at most: days × the values
+/// of each dimension), loaded at open and updated after each commit, so the dashboard's longest
+/// windows are summed without a query. Another process writing the same file (a `rebuild` while
+/// serving) is not seen until a restart.
 pub struct SqliteStore {
     pool: SqlitePool,
     writer: SqlitePool,
     params: MetricParams,
+    days: std::sync::RwLock<DayCache>,
+}
+
+/// Day-level slice tallies by (slice, day start), then by (direction, value).
+type DayCache = HashMap<(Slice, i64), HashMap<(Direction, String), Tally>>;
+
+fn apply_to_days(days: &mut DayCache, key: &RollupKey, delta: &Tally) {
+    if let RollupKey::Slice {
+        slice,
+        level: Level::Day,
+        bucket,
+        direction,
+        value,
+    } = key
+    {
+        let day = days.entry((*slice, *bucket)).or_default();
+        let entry = day.entry((*direction, value.clone())).or_default();
+        entry.add(delta, 1);
+        if entry.is_empty() {
+            day.remove(&(*direction, value.clone()));
+        }
+    }
 }
 
 fn decode_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
@@ -50,11 +77,57 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options)
             .await?;
+        let mut days = DayCache::new();
+        let rows = sqlx::query(
+            "SELECT slice, level, bucket_ms, direction, value, tally FROM rollup_slices WHERE level = ?",
+        )
+        .bind(Level::Day as i64)
+        .fetch_all(&pool)
+        .await?;
+        for r in &rows {
+            let tally = rollup::decode_tally(r.get::<&[u8], _>(5))
+                .ok_or_else(|| StoreError::Corrupt("undecodable rollup tally".into()))?;
+            apply_to_days(&mut days, &key_of_row(false, r)?, &tally);
+        }
         Ok(SqliteStore {
             pool,
             writer,
             params,
+            days: std::sync::RwLock::new(days),
         })
+    }
+
+    fn cached_days(
+        &self,
+        slice: Slice,
+        buckets: &Buckets,
+        direction: Option<Direction>,
+        value: Option<&str>,
+    ) -> Vec<RollupRow> {
+        let starts: Vec<i64> = match buckets {
+            Buckets::List(starts) => starts.clone(),
+            Buckets::Range(from, to) => {
+                let first = from.millis().div_euclid(rollup::DAY_MS) * rollup::DAY_MS;
+                (first..to.millis())
+                    .step_by(rollup::DAY_MS as usize)
+                    .filter(|s| *s >= from.millis())
+                    .collect()
+            }
+        };
+        let days = self.days.read().expect("day cache lock is never poisoned");
+        let mut out = Vec::new();
+        for start in starts {
+            let Some(day) = days.get(&(slice, start)) else {
+                continue;
+            };
+            for ((d, v), tally) in day {
+                if direction.is_some_and(|want| want != *d) || value.is_some_and(|want| want != v) {
+                    continue;
+                }
+                out.push(slice.row(start, *d, (!v.is_empty()).then(|| v.clone()), tally.clone()));
+            }
+        }
+        out
     }
 
     async fn cdrs_where(&self, clause: &str, arg: &str) -> Result<Vec<Cdr>, StoreError> {
@@ -206,8 +279,9 @@ impl Store for SqliteStore {
         let mut tx = self.writer.begin().await?;
         let mut deltas = HashMap::new();
         for chunk in unique.chunks(CDR_CHUNK) {
-            let mut select =
-                QueryBuilder::<Sqlite>::new("SELECT call_id, contribution FROM cdrs WHERE call_id IN (");
+            let mut select = QueryBuilder::<Sqlite>::new(
+                "SELECT call_id, contribution FROM cdrs WHERE call_id IN (",
+            );
             let mut ids = select.separated(", ");
             for cdr in chunk {
                 ids.push_bind(cdr.call_id.as_str());
@@ -269,6 +343,10 @@ impl Store for SqliteStore {
             apply_deltas(&mut tx, chunk).await?;
         }
         tx.commit().await?;
+        let mut days = self.days.write().expect("day cache lock is never poisoned");
+        for (key, delta) in &deltas {
+            apply_to_days(&mut days, key, delta);
+        }
         Ok(())
     }
 
@@ -325,6 +403,9 @@ impl Store for SqliteStore {
         direction: Option<Direction>,
         value: Option<&str>,
     ) -> Result<Vec<RollupRow>, StoreError> {
+        if level == Level::Day {
+            return Ok(self.cached_days(slice, buckets, direction, value));
+        }
         let mut sql = QueryBuilder::<Sqlite>::new(
             "SELECT bucket_ms, direction, value, tally FROM rollup_slices WHERE slice = ",
         );
@@ -513,6 +594,10 @@ impl Store for SqliteStore {
                 .await?;
         }
         tx.commit().await?;
+        self.days
+            .write()
+            .expect("day cache lock is never poisoned")
+            .clear();
         Ok(())
     }
 
@@ -574,14 +659,26 @@ const SLICE_COLUMNS: &str = "slice, level, bucket_ms, direction, value";
 
 fn key_parts(key: &RollupKey) -> [KeyPart<'_>; 5] {
     match key {
-        RollupKey::Combo { bucket, direction, trunk_id, agent_id, queue } => [
+        RollupKey::Combo {
+            bucket,
+            direction,
+            trunk_id,
+            agent_id,
+            queue,
+        } => [
             KeyPart::Int(*bucket),
             KeyPart::Text(direction.as_str()),
             KeyPart::Text(trunk_id),
             KeyPart::Text(agent_id),
             KeyPart::Text(queue),
         ],
-        RollupKey::Slice { slice, level, bucket, direction, value } => [
+        RollupKey::Slice {
+            slice,
+            level,
+            bucket,
+            direction,
+            value,
+        } => [
             KeyPart::Int(*slice as i64),
             KeyPart::Int(*level as i64),
             KeyPart::Int(*bucket),
@@ -690,7 +787,9 @@ async fn apply_deltas(
                 }
                 row.push_bind(bytes.clone());
             });
-            upsert.push(format!(" ON CONFLICT ({columns}) DO UPDATE SET tally = excluded.tally"));
+            upsert.push(format!(
+                " ON CONFLICT ({columns}) DO UPDATE SET tally = excluded.tally"
+            ));
             upsert.build().execute(&mut **tx).await?;
         }
     }
@@ -701,4 +800,3 @@ enum KeyPart<'a> {
     Int(i64),
     Text(&'a str),
 }
-
