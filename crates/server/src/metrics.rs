@@ -7,7 +7,8 @@
 
 use crate::store::rollup::{Level, Slice};
 use crate::store::{
-    BUCKET_MS, Buckets, CdrQuery, MetricFilter, RollupRow, Store, StoreError, bucket_of,
+    BUCKET_MS, Buckets, CdrQuery, MetricFilter, RollupRow, SliceFilter, Store, StoreError,
+    bucket_of,
 };
 use callpulse_core::Timestamp;
 use callpulse_core::metrics::{MetricParams, Tally};
@@ -233,11 +234,12 @@ async fn rows(
                 }
                 _ => Buckets::List(chunk.to_vec()),
             };
-            out.extend(
-                store
-                    .slice_rows(slice, level, &buckets, q.filter.direction, value)
-                    .await?,
-            );
+            let filter = SliceFilter {
+                direction: q.filter.direction,
+                value,
+                merge: !matches!(q.group_by, Some(GroupBy::Hour | GroupBy::Day)),
+            };
+            out.extend(store.slice_rows(slice, level, &buckets, filter).await?);
         }
     }
     for (from, to) in edges {

@@ -105,6 +105,15 @@ pub struct MetricFilter {
     pub queue: Option<String>,
 }
 
+/// What to read of a slice besides its buckets.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SliceFilter<'a> {
+    pub direction: Option<Direction>,
+    pub value: Option<&'a str>,
+    /// The caller sums the rows regardless of bucket: they may come merged.
+    pub merge: bool,
+}
+
 /// Which buckets of a level to read.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Buckets {
@@ -166,14 +175,14 @@ pub trait Store: Send + Sync + 'static {
     /// contribution is subtracted and the new one added.
     async fn upsert_cdrs(&self, cdrs: &[Cdr], now: Timestamp) -> Result<(), StoreError>;
     /// Rows of one slice and level: the buckets in `buckets`, one direction or both, one value
-    /// of the slice's dimension or all.
+    /// of the slice's dimension or all. With `merge`, rows of equal direction and value may come
+    /// summed over their buckets (carrying the first bucket), for queries not grouped by time.
     async fn slice_rows(
         &self,
         slice: rollup::Slice,
         level: rollup::Level,
         buckets: &Buckets,
-        direction: Option<Direction>,
-        value: Option<&str>,
+        filter: SliceFilter<'_>,
     ) -> Result<Vec<RollupRow>, StoreError>;
     /// The latest call start stored: no call starts after it, so a bucket reaching past it holds
     /// nothing more than its part before.

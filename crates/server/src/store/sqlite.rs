@@ -1,12 +1,12 @@
 //! The embedded SQLite backend: one file, WAL, `synchronous=FULL` so that a committed append is on
 //! disk before the webhook is answered.
 
-use super::Buckets;
 use super::rollup::{self, Level, RollupKey, Slice};
 use super::{
     Appended, CdrQuery, MetricFilter, NewEvent, Quarantined, RawEvent, RollupRow, Store,
     StoreError, TimelineEntry, event_index, parse_source, source_name,
 };
+use super::{Buckets, SliceFilter};
 use async_trait::async_trait;
 use callpulse_core::Direction;
 use callpulse_core::event::{EventBody, Scope};
@@ -101,9 +101,13 @@ impl SqliteStore {
         &self,
         slice: Slice,
         buckets: &Buckets,
-        direction: Option<Direction>,
-        value: Option<&str>,
+        filter: SliceFilter<'_>,
     ) -> Vec<RollupRow> {
+        let SliceFilter {
+            direction,
+            value,
+            merge,
+        } = filter;
         let starts: Vec<i64> = match buckets {
             Buckets::List(starts) => starts.clone(),
             Buckets::Range(from, to) => {
@@ -116,6 +120,7 @@ impl SqliteStore {
         };
         let days = self.days.read().expect("day cache lock is never poisoned");
         let mut out = Vec::new();
+        let mut merged: HashMap<(Direction, &str), (i64, Tally)> = HashMap::new();
         for start in starts {
             let Some(day) = days.get(&(slice, start)) else {
                 continue;
@@ -124,8 +129,23 @@ impl SqliteStore {
                 if direction.is_some_and(|want| want != *d) || value.is_some_and(|want| want != v) {
                     continue;
                 }
-                out.push(slice.row(start, *d, (!v.is_empty()).then(|| v.clone()), tally.clone()));
+                if merge {
+                    let slot = merged
+                        .entry((*d, v.as_str()))
+                        .or_insert_with(|| (start, Tally::default()));
+                    slot.1.add(tally, 1);
+                } else {
+                    out.push(slice.row(
+                        start,
+                        *d,
+                        (!v.is_empty()).then(|| v.clone()),
+                        tally.clone(),
+                    ));
+                }
             }
+        }
+        for ((d, v), (start, tally)) in merged {
+            out.push(slice.row(start, d, (!v.is_empty()).then(|| v.to_owned()), tally));
         }
         out
     }
@@ -400,11 +420,13 @@ impl Store for SqliteStore {
         slice: Slice,
         level: Level,
         buckets: &Buckets,
-        direction: Option<Direction>,
-        value: Option<&str>,
+        filter: SliceFilter<'_>,
     ) -> Result<Vec<RollupRow>, StoreError> {
+        let SliceFilter {
+            direction, value, ..
+        } = filter;
         if level == Level::Day {
-            return Ok(self.cached_days(slice, buckets, direction, value));
+            return Ok(self.cached_days(slice, buckets, filter));
         }
         let mut sql = QueryBuilder::<Sqlite>::new(
             "SELECT bucket_ms, direction, value, tally FROM rollup_slices WHERE slice = ",
