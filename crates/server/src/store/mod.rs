@@ -184,8 +184,8 @@ pub trait Store: Send + Sync + 'static {
         buckets: &Buckets,
         filter: SliceFilter<'_>,
     ) -> Result<Vec<RollupRow>, StoreError>;
-    /// The latest call start stored: no call starts after it, so a bucket reaching past it holds
-    /// nothing more than its part before.
+    /// At least the latest call start stored: no call starts after it, so a bucket reaching past
+    /// it holds nothing more than its part before.
     async fn latest_start(&self) -> Result<Option<Timestamp>, StoreError>;
     /// Rollup rows of the buckets in `[from, to)` (both bucket-aligned) matching `filter`.
     async fn rollup_rows(

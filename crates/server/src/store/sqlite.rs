@@ -30,6 +30,8 @@ pub struct SqliteStore {
     writer: SqlitePool,
     params: MetricParams,
     days: std::sync::RwLock<DayCache>,
+    /// At least the latest call start stored (only ever raised, so never below it).
+    latest_start: std::sync::atomic::AtomicI64,
 }
 
 /// Day-level slice tallies by (slice, day start), then by (direction, value).
@@ -89,11 +91,15 @@ impl SqliteStore {
                 .ok_or_else(|| StoreError::Corrupt("undecodable rollup tally".into()))?;
             apply_to_days(&mut days, &key_of_row(false, r)?, &tally);
         }
+        let latest: Option<i64> = sqlx::query_scalar("SELECT MAX(start_ms) FROM cdrs")
+            .fetch_one(&pool)
+            .await?;
         Ok(SqliteStore {
             pool,
             writer,
             params,
             days: std::sync::RwLock::new(days),
+            latest_start: std::sync::atomic::AtomicI64::new(latest.unwrap_or(i64::MIN)),
         })
     }
 
@@ -363,6 +369,10 @@ impl Store for SqliteStore {
             apply_deltas(&mut tx, chunk).await?;
         }
         tx.commit().await?;
+        if let Some(latest) = unique.iter().map(|c| c.start_time.millis()).max() {
+            self.latest_start
+                .fetch_max(latest, std::sync::atomic::Ordering::Relaxed);
+        }
         let mut days = self.days.write().expect("day cache lock is never poisoned");
         for (key, delta) in &deltas {
             apply_to_days(&mut days, key, delta);
@@ -477,10 +487,8 @@ impl Store for SqliteStore {
     }
 
     async fn latest_start(&self) -> Result<Option<Timestamp>, StoreError> {
-        let latest: Option<i64> = sqlx::query_scalar("SELECT MAX(start_ms) FROM cdrs")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(latest.map(Timestamp))
+        let latest = self.latest_start.load(std::sync::atomic::Ordering::Relaxed);
+        Ok((latest != i64::MIN).then_some(Timestamp(latest)))
     }
 
     async fn open_calls_idle_since(
