@@ -21,36 +21,43 @@ use std::time::Duration;
 /// Reads go through a small pool; every write goes through one connection, so writes queue in
 /// the process instead of failing on a stale snapshot (`SQLITE_BUSY_SNAPSHOT`).
 ///
-/// Day-level slice rows are also kept in memory (a few hundred thousand at most: days × the values
-/// of each dimension), loaded at open and updated after each commit, so the dashboard's longest
+/// Day-level slice rows, and hour-level rows of the slices other than agents, are also kept in
+/// memory (days × the values of each dimension, hours × trunks and queues: tens of thousands of
+/// rows for months of traffic), loaded at open and updated after each commit, so the dashboard's
 /// windows are summed without a query. Another process writing the same file (a `rebuild` while
 /// serving) is not seen until a restart.
 pub struct SqliteStore {
     pool: SqlitePool,
     writer: SqlitePool,
     params: MetricParams,
-    days: std::sync::RwLock<DayCache>,
+    cache: std::sync::RwLock<SliceCache>,
     /// At least the latest call start stored (only ever raised, so never below it).
     latest_start: std::sync::atomic::AtomicI64,
 }
 
-/// Day-level slice tallies by (slice, day start), then by (direction, value).
-type DayCache = HashMap<(Slice, i64), HashMap<(Direction, String), Tally>>;
+/// Cached slice tallies by (slice, level, bucket start), then by (direction, value).
+type SliceCache = HashMap<(Slice, Level, i64), HashMap<(Direction, String), Tally>>;
 
-fn apply_to_days(days: &mut DayCache, key: &RollupKey, delta: &Tally) {
+/// Which slice rows live in memory: every day row; hour rows except per agent (too many).
+fn cached(slice: Slice, level: Level) -> bool {
+    level == Level::Day || (level == Level::Hour && slice != Slice::Agent)
+}
+
+fn apply_to_cache(cache: &mut SliceCache, key: &RollupKey, delta: &Tally) {
     if let RollupKey::Slice {
         slice,
-        level: Level::Day,
+        level,
         bucket,
         direction,
         value,
     } = key
+        && cached(*slice, *level)
     {
-        let day = days.entry((*slice, *bucket)).or_default();
-        let entry = day.entry((*direction, value.clone())).or_default();
+        let bucket = cache.entry((*slice, *level, *bucket)).or_default();
+        let entry = bucket.entry((*direction, value.clone())).or_default();
         entry.add(delta, 1);
         if entry.is_empty() {
-            day.remove(&(*direction, value.clone()));
+            bucket.remove(&(*direction, value.clone()));
         }
     }
 }
@@ -79,17 +86,20 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options)
             .await?;
-        let mut days = DayCache::new();
+        let mut cache = SliceCache::new();
         let rows = sqlx::query(
-            "SELECT slice, level, bucket_ms, direction, value, tally FROM rollup_slices WHERE level = ?",
+            "SELECT slice, level, bucket_ms, direction, value, tally FROM rollup_slices
+             WHERE level = ? OR (level = ? AND slice <> ?)",
         )
         .bind(Level::Day as i64)
+        .bind(Level::Hour as i64)
+        .bind(Slice::Agent as i64)
         .fetch_all(&pool)
         .await?;
         for r in &rows {
             let tally = rollup::decode_tally(r.get::<&[u8], _>(5))
                 .ok_or_else(|| StoreError::Corrupt("undecodable rollup tally".into()))?;
-            apply_to_days(&mut days, &key_of_row(false, r)?, &tally);
+            apply_to_cache(&mut cache, &key_of_row(false, r)?, &tally);
         }
         let latest: Option<i64> = sqlx::query_scalar("SELECT MAX(start_ms) FROM cdrs")
             .fetch_one(&pool)
@@ -98,14 +108,15 @@ impl SqliteStore {
             pool,
             writer,
             params,
-            days: std::sync::RwLock::new(days),
+            cache: std::sync::RwLock::new(cache),
             latest_start: std::sync::atomic::AtomicI64::new(latest.unwrap_or(i64::MIN)),
         })
     }
 
-    fn cached_days(
+    fn cached_rows(
         &self,
         slice: Slice,
+        level: Level,
         buckets: &Buckets,
         filter: SliceFilter<'_>,
     ) -> Vec<RollupRow> {
@@ -117,18 +128,22 @@ impl SqliteStore {
         let starts: Vec<i64> = match buckets {
             Buckets::List(starts) => starts.clone(),
             Buckets::Range(from, to) => {
-                let first = from.millis().div_euclid(rollup::DAY_MS) * rollup::DAY_MS;
+                let width = level.width_ms();
+                let first = from.millis().div_euclid(width) * width;
                 (first..to.millis())
-                    .step_by(rollup::DAY_MS as usize)
+                    .step_by(width as usize)
                     .filter(|s| *s >= from.millis())
                     .collect()
             }
         };
-        let days = self.days.read().expect("day cache lock is never poisoned");
+        let cache = self
+            .cache
+            .read()
+            .expect("slice cache lock is never poisoned");
         let mut out = Vec::new();
         let mut merged: HashMap<(Direction, &str), (i64, Tally)> = HashMap::new();
         for start in starts {
-            let Some(day) = days.get(&(slice, start)) else {
+            let Some(day) = cache.get(&(slice, level, start)) else {
                 continue;
             };
             for ((d, v), tally) in day {
@@ -373,9 +388,12 @@ impl Store for SqliteStore {
             self.latest_start
                 .fetch_max(latest, std::sync::atomic::Ordering::Relaxed);
         }
-        let mut days = self.days.write().expect("day cache lock is never poisoned");
+        let mut cache = self
+            .cache
+            .write()
+            .expect("slice cache lock is never poisoned");
         for (key, delta) in &deltas {
-            apply_to_days(&mut days, key, delta);
+            apply_to_cache(&mut cache, key, delta);
         }
         Ok(())
     }
@@ -435,8 +453,8 @@ impl Store for SqliteStore {
         let SliceFilter {
             direction, value, ..
         } = filter;
-        if level == Level::Day {
-            return Ok(self.cached_days(slice, buckets, filter));
+        if cached(slice, level) {
+            return Ok(self.cached_rows(slice, level, buckets, filter));
         }
         let mut sql = QueryBuilder::<Sqlite>::new(
             "SELECT bucket_ms, direction, value, tally FROM rollup_slices WHERE slice = ",
@@ -624,10 +642,12 @@ impl Store for SqliteStore {
                 .await?;
         }
         tx.commit().await?;
-        self.days
+        self.cache
             .write()
-            .expect("day cache lock is never poisoned")
+            .expect("slice cache lock is never poisoned")
             .clear();
+        self.latest_start
+            .store(i64::MIN, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
