@@ -3,21 +3,6 @@
 use crate::helpers::*;
 use serde_json::Value;
 
-async fn app_with_samples() -> TestApp {
-    let app = spawn_app().await;
-    for name in [
-        "01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11", "12",
-    ] {
-        assert_eq!(
-            app.post_webhook(&fixture(name)).await.status(),
-            200,
-            "{name}"
-        );
-    }
-    app.settle().await;
-    app
-}
-
 fn call_ids(body: &Value) -> Vec<String> {
     body["cdrs"]
         .as_array()

@@ -167,3 +167,39 @@ pub async fn error_body(r: reqwest::Response) -> (u16, Value) {
     assert!(body["detail"].is_string(), "detail present: {body}");
     (status, body)
 }
+
+/// A server that has received all twelve LiveKit samples, with its pipeline caught up.
+pub async fn app_with_samples() -> TestApp {
+    let app = spawn_app().await;
+    for name in [
+        "01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11", "12",
+    ] {
+        assert_eq!(
+            app.post_webhook(&fixture(name)).await.status(),
+            200,
+            "{name}"
+        );
+    }
+    app.settle().await;
+    app
+}
+
+impl TestApp {
+    /// Two seconds of simulated traffic (40 calls/s, 300x speed) sent to this server.
+    pub async fn simulate(&self, seed: u64) -> callpulse_server::simulate::SimReport {
+        let config = callpulse_server::simulate::SimConfig {
+            base_url: self.base.clone(),
+            api_key: KEY.into(),
+            api_secret: SECRET.into(),
+            events_token: EVENTS_TOKEN.into(),
+            rate: 40.0,
+            duration: Some(Duration::from_secs(2)),
+            speed: 300.0,
+            seed: Some(seed),
+            ack_log: None,
+        };
+        callpulse_server::simulate::run(config, tokio_util::sync::CancellationToken::new())
+            .await
+            .expect("simulation runs")
+    }
+}

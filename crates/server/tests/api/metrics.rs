@@ -5,25 +5,7 @@ use crate::helpers::*;
 use callpulse_core::metrics::{MetricParams, tally_cdrs};
 use callpulse_core::{BuildParams, Timestamp};
 use callpulse_server::metrics::{GroupBy, MetricsQuery, query};
-use callpulse_server::simulate::{SimConfig, run};
 use callpulse_server::store::{CdrQuery, MetricFilter};
-use std::time::Duration;
-use tokio_util::sync::CancellationToken;
-
-async fn app_with_samples() -> TestApp {
-    let app = spawn_app().await;
-    for name in [
-        "01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11", "12",
-    ] {
-        assert_eq!(
-            app.post_webhook(&fixture(name)).await.status(),
-            200,
-            "{name}"
-        );
-    }
-    app.settle().await;
-    app
-}
 
 #[tokio::test]
 async fn sample_day_metrics_follow_the_formulas() {
@@ -149,20 +131,7 @@ async fn summary_of_the_sample_day_compares_with_a_week_earlier() {
 #[tokio::test]
 async fn rollups_equal_a_direct_computation_after_live_rewrites() {
     let app = spawn_app().await;
-    let config = SimConfig {
-        base_url: app.base.clone(),
-        api_key: KEY.into(),
-        api_secret: SECRET.into(),
-        events_token: EVENTS_TOKEN.into(),
-        rate: 40.0,
-        duration: Some(Duration::from_secs(2)),
-        speed: 300.0,
-        seed: Some(11),
-        ack_log: None,
-    };
-    run(config, CancellationToken::new())
-        .await
-        .expect("simulation runs");
+    app.simulate(11).await;
     app.settle().await;
     let store = app.running.state.store.clone();
     let all = store

@@ -2,27 +2,11 @@
 
 use crate::helpers::*;
 use callpulse_core::BuildParams;
-use callpulse_server::simulate::{SimConfig, run};
-use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 #[tokio::test]
 async fn rebuild_gives_the_same_cdrs_as_the_live_path() {
     let app = spawn_app().await;
-    let config = SimConfig {
-        base_url: app.base.clone(),
-        api_key: KEY.into(),
-        api_secret: SECRET.into(),
-        events_token: EVENTS_TOKEN.into(),
-        rate: 40.0,
-        duration: Some(Duration::from_secs(2)),
-        speed: 400.0,
-        seed: Some(7),
-        ack_log: None,
-    };
-    let report = run(config, CancellationToken::new())
-        .await
-        .expect("simulation runs");
+    let report = app.simulate(7).await;
     assert!(report.calls > 20, "{report:?}");
     assert_eq!(report.failed, 0, "{report:?}");
     app.settle().await;
