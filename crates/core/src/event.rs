@@ -235,3 +235,25 @@ pub enum AgentState {
     Away,
     Offline,
 }
+
+impl AgentState {
+    pub const ALL: [AgentState; 4] = [
+        AgentState::Available,
+        AgentState::Busy,
+        AgentState::Away,
+        AgentState::Offline,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentState::Available => "available",
+            AgentState::Busy => "busy",
+            AgentState::Away => "away",
+            AgentState::Offline => "offline",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AgentState> {
+        AgentState::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+}

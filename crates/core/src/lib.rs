@@ -5,6 +5,7 @@
 
 pub mod cdr;
 pub mod event;
+pub mod live;
 pub mod metrics;
 
 pub use cdr::{Anomaly, AnswerSource, BuildParams, Cdr, Direction, EndedBy, Outcome, build};

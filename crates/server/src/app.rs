@@ -4,6 +4,7 @@
 use crate::config::ServeArgs;
 use crate::http::{self, AppState, IngestCounters};
 use crate::ingest::livekit::WebhookVerifier;
+use crate::live::LiveHub;
 use crate::{pipeline, simulate, store};
 use anyhow::{Context, bail};
 use rand::Rng;
@@ -70,6 +71,11 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
 
+    let live = Arc::new(
+        LiveHub::load(store.as_ref(), args.live_backlog)
+            .await
+            .context("loading the live state")?,
+    );
     let shutdown = CancellationToken::new();
     let state = AppState {
         store: store.clone(),
@@ -81,11 +87,14 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         counters: Arc::new(IngestCounters::default()),
         max_body_bytes: args.max_body_bytes,
         metrics: Arc::new(metric_settings),
+        live,
     };
     let mut tasks = vec![tokio::spawn(pipeline::run(
         store,
         params,
         state.pipeline_wake.clone(),
+        state.live.clone(),
+        state.counters.clone(),
         shutdown.clone(),
     ))];
     let router = http::router(state.clone());

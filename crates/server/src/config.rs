@@ -184,6 +184,9 @@ pub struct ServeArgs {
     /// Largest accepted request body in bytes.
     #[arg(long, env = "CALLPULSE_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Live deltas a WebSocket client may fall behind by before it is sent a fresh snapshot.
+    #[arg(long, env = "CALLPULSE_LIVE_BACKLOG", default_value_t = crate::live::DEFAULT_BACKLOG)]
+    pub live_backlog: usize,
     /// Run the traffic simulator in-process so the dashboard has live calls at once.
     #[arg(long, env = "CALLPULSE_DEMO")]
     pub demo: bool,

@@ -6,6 +6,7 @@ pub mod app;
 pub mod config;
 pub mod http;
 pub mod ingest;
+pub mod live;
 pub mod metrics;
 pub mod pipeline;
 pub mod rebuild;

@@ -4,9 +4,11 @@
 //! and its CDR only delays the CDR until the next start. Every build reads the call's full event
 //! set, so the order in which events are processed never changes a CDR.
 
+use crate::http::IngestCounters;
+use crate::live::LiveHub;
 use crate::store::{Store, StoreError};
-use callpulse_core::Anomaly;
 use callpulse_core::event::{EventBody, Scope};
+use callpulse_core::{Anomaly, Cdr};
 use callpulse_core::{BuildParams, Timestamp, build};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -22,8 +24,13 @@ pub fn now() -> Timestamp {
     Timestamp(chrono::Utc::now().timestamp_millis())
 }
 
-/// Processes every call event not yet applied. Returns how many events it applied.
-pub async fn catch_up(store: &dyn Store, params: &BuildParams) -> Result<usize, StoreError> {
+/// Processes every call event not yet applied, telling `live` (when given) of every CDR it
+/// stores. Returns how many events it applied.
+pub async fn catch_up(
+    store: &dyn Store,
+    params: &BuildParams,
+    live: Option<&LiveHub>,
+) -> Result<usize, StoreError> {
     let mut cursor = store.cursor(CURSOR).await?;
     let mut applied = 0;
     loop {
@@ -53,19 +60,22 @@ pub async fn catch_up(store: &dyn Store, params: &BuildParams) -> Result<usize, 
                 calls.extend(store.calls_in_room(sid, name).await?);
             }
         }
-        rebuild_calls(store, calls.iter().map(String::as_str), params).await?;
+        let cdrs = rebuild_calls(store, calls.iter().map(String::as_str), params).await?;
         store.set_cursor(CURSOR, last).await?;
+        if let Some(live) = live {
+            live.apply_cdrs(&cdrs);
+        }
         applied += batch.len();
         cursor = last;
     }
 }
 
-/// Rebuilds and stores the CDRs of the given calls.
+/// Rebuilds and stores the CDRs of the given calls; returns the CDRs stored.
 pub async fn rebuild_calls<'a>(
     store: &dyn Store,
     calls: impl IntoIterator<Item = &'a str>,
     params: &BuildParams,
-) -> Result<usize, StoreError> {
+) -> Result<Vec<Cdr>, StoreError> {
     let mut cdrs = Vec::new();
     for call_id in calls {
         let events = store.events_for_call(call_id).await?;
@@ -76,13 +86,15 @@ pub async fn rebuild_calls<'a>(
         }
     }
     store.upsert_cdrs(&cdrs, params.now).await?;
-    Ok(cdrs.len())
+    Ok(cdrs)
 }
 
-/// Closes calls whose events stopped arriving longer than the call timeout ago.
+/// Closes calls whose events stopped arriving longer than the call timeout ago. Returns how many
+/// it closed.
 pub async fn close_idle_calls(
     store: &dyn Store,
     params: &BuildParams,
+    live: Option<&LiveHub>,
 ) -> Result<usize, StoreError> {
     let before = Timestamp(params.now.millis() - params.call_timeout_ms);
     let mut closed = 0;
@@ -91,7 +103,11 @@ pub async fn close_idle_calls(
         if idle.is_empty() {
             return Ok(closed);
         }
-        closed += rebuild_calls(store, idle.iter().map(String::as_str), params).await?;
+        let cdrs = rebuild_calls(store, idle.iter().map(String::as_str), params).await?;
+        closed += cdrs.len();
+        if let Some(live) = live {
+            live.apply_cdrs(&cdrs);
+        }
         if idle.len() < BATCH as usize {
             return Ok(closed);
         }
@@ -104,6 +120,8 @@ pub async fn run(
     store: Arc<dyn Store>,
     params: BuildParams,
     wake: Arc<Notify>,
+    live: Arc<LiveHub>,
+    counters: Arc<IngestCounters>,
     shutdown: CancellationToken,
 ) {
     let sweep_every = Duration::from_secs(30);
@@ -113,14 +131,17 @@ pub async fn run(
             now: now(),
             ..params.clone()
         };
-        if let Err(e) = catch_up(store.as_ref(), &params).await {
+        if let Err(e) = catch_up(store.as_ref(), &params, Some(&live)).await {
             tracing::error!(error = %e, "cdr pipeline failed; retrying");
         }
         if last_sweep.elapsed() >= sweep_every {
             last_sweep = tokio::time::Instant::now();
-            match close_idle_calls(store.as_ref(), &params).await {
+            match close_idle_calls(store.as_ref(), &params, Some(&live)).await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(calls = n, "closed calls by timeout"),
+                Ok(n) => {
+                    IngestCounters::add(&counters.calls_closed_by_timeout, n as u64);
+                    tracing::info!(calls = n, "closed calls by timeout");
+                }
                 Err(e) => tracing::error!(error = %e, "closing idle calls failed"),
             }
         }

@@ -42,8 +42,9 @@ pub async fn rebuild(
     }
     let calls = store.all_call_ids().await?;
     for chunk in calls.chunks(500) {
-        report.cdrs +=
-            pipeline::rebuild_calls(store, chunk.iter().map(String::as_str), params).await? as u64;
+        report.cdrs += pipeline::rebuild_calls(store, chunk.iter().map(String::as_str), params)
+            .await?
+            .len() as u64;
         progress("calls", report.cdrs, calls.len() as u64);
     }
     store.set_cursor(pipeline::CURSOR, after).await?;

@@ -228,3 +228,65 @@ async fn the_last_version_of_a_call_in_one_batch_wins_and_counts_once() {
     assert_eq!(rows[0].trunk_id.as_deref(), Some("ST_b"));
     assert_eq!(rows[0].tally, tally_cdrs([&second], &params));
 }
+
+/// An agent's stored state is its report with the latest event time, whatever the arrival order;
+/// a repeated event id changes nothing.
+#[tokio::test]
+async fn agent_states_keep_the_latest_report_by_event_time() {
+    use callpulse_core::Source;
+    use callpulse_core::event::AgentState;
+    use callpulse_core::live::ReportedState;
+    use callpulse_server::store::{AgentReport, Appended, NewEvent};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("a.db").display());
+    let store = store::open(&url, MetricParams::default()).await.unwrap();
+    let report = |id: &str, agent: &str, state: AgentState, at: i64| NewEvent {
+        source: Source::App,
+        event_id: id.into(),
+        event_type: "agent_state".into(),
+        received_at: Timestamp(at),
+        body: b"{}".to_vec(),
+        call_event: None,
+        agent_report: Some(AgentReport {
+            agent_id: agent.into(),
+            reported: ReportedState {
+                state,
+                at: Timestamp(at),
+            },
+        }),
+    };
+    let appended = store
+        .append(&[
+            report("1", "alice", AgentState::Busy, 2_000),
+            report("2", "alice", AgentState::Available, 1_000),
+            report("3", "bob", AgentState::Away, 5_000),
+        ])
+        .await
+        .unwrap();
+    assert!(
+        appended
+            .iter()
+            .all(|a| matches!(a, Appended::Stored { .. }))
+    );
+    assert_eq!(
+        store
+            .append(&[report("3", "bob", AgentState::Offline, 9_000)])
+            .await
+            .unwrap(),
+        vec![Appended::Duplicate]
+    );
+    let states: Vec<(String, AgentState, i64)> = store
+        .agent_states()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.agent_id, r.reported.state, r.reported.at.millis()))
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            ("alice".into(), AgentState::Busy, 2_000),
+            ("bob".into(), AgentState::Away, 5_000),
+        ]
+    );
+}

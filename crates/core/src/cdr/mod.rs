@@ -267,3 +267,38 @@ pub fn build(call_id: &str, events: &[CallEvent], params: &BuildParams) -> Cdr {
         last_event_at: t.last_event_at,
     }
 }
+
+/// A finished-looking CDR with every optional field empty, for tests to adjust.
+#[cfg(test)]
+pub(crate) fn sample(call_id: &str, direction: Direction, outcome: Outcome) -> Cdr {
+    Cdr {
+        call_id: call_id.into(),
+        direction,
+        caller_number: None,
+        callee_number: None,
+        trunk_id: None,
+        room_name: None,
+        room_sid: None,
+        start_time: Timestamp(0),
+        answer_time: None,
+        end_time: (outcome != Outcome::InProgress).then_some(Timestamp(60_000)),
+        duration_seconds: None,
+        ring_duration_seconds: None,
+        queue_wait_seconds: Some(0.0),
+        outcome,
+        transfer_type: None,
+        transfer_target: None,
+        recording_url: None,
+        sip_error_code: None,
+        agent_id: None,
+        metadata: None,
+        queue: None,
+        disconnect_reason: None,
+        ended_by: None,
+        answer_source: AnswerSource::None,
+        anomalies: vec![],
+        short_abandon: false,
+        wrap_up_seconds: 0.0,
+        last_event_at: Timestamp(60_000),
+    }
+}

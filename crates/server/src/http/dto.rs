@@ -183,3 +183,121 @@ pub fn rfc3339_in(t: Timestamp, tz: chrono_tz::Tz) -> String {
         .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, false))
         .unwrap_or_default()
 }
+
+/// A call in progress on the live panel.
+fn live_call_json(c: &callpulse_core::live::LiveCall) -> serde_json::Value {
+    serde_json::json!({
+        "call_id": c.call_id,
+        "direction": c.direction.as_str(),
+        "phase": c.phase.as_str(),
+        "caller_number": c.caller_number,
+        "callee_number": c.callee_number,
+        "trunk_id": c.trunk_id,
+        "room_name": c.room_name,
+        "queue": c.queue,
+        "agent_id": c.agent_id,
+        "start_time": rfc3339(c.start_time),
+        "answer_time": c.answer_time.map(rfc3339),
+    })
+}
+
+fn agent_json(
+    agent_id: &str,
+    state: callpulse_core::event::AgentState,
+    reported_at: Option<Timestamp>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "agent_id": agent_id,
+        "state": state.as_str(),
+        "reported_at": reported_at.map(rfc3339),
+    })
+}
+
+fn live_summary_json(board: &callpulse_core::live::LiveBoard, now: Timestamp) -> serde_json::Value {
+    let s = board.summary(now);
+    serde_json::json!({
+        "active_calls": s.active_calls,
+        "ringing_calls": s.ringing_calls,
+        "callers_in_queue": s.callers_in_queue,
+        "longest_wait_seconds": s.longest_wait_seconds,
+        "agents": {
+            "available": s.agents_available,
+            "busy": s.agents_busy,
+            "away": s.agents_away,
+            "offline": s.agents_offline,
+        },
+        "active_alerts": 0,
+    })
+}
+
+fn recent_json(board: &callpulse_core::live::LiveBoard) -> serde_json::Value {
+    serde_json::json!(board.recent().iter().map(CdrDto::from).collect::<Vec<_>>())
+}
+
+/// The live snapshot (`GET /api/v1/live`, and the first WebSocket message).
+pub fn live_snapshot_value(
+    board: &callpulse_core::live::LiveBoard,
+    seq: u64,
+    now: Timestamp,
+) -> serde_json::Value {
+    serde_json::json!({
+        "type": "snapshot",
+        "seq": seq,
+        "at": rfc3339(now),
+        "summary": live_summary_json(board, now),
+        "calls": board.calls().into_iter().map(live_call_json).collect::<Vec<_>>(),
+        "agents": board
+            .agents()
+            .into_iter()
+            .map(|(a, s, at)| agent_json(&a, s, at))
+            .collect::<Vec<_>>(),
+        "recent_calls": recent_json(board),
+        "alerts": [],
+    })
+}
+
+pub fn live_snapshot(board: &callpulse_core::live::LiveBoard, seq: u64, now: Timestamp) -> String {
+    live_snapshot_value(board, seq, now).to_string()
+}
+
+/// A delta: the summary now, the calls changed or ended, the agents changed, and the recent
+/// finished calls whole when they changed.
+pub fn live_delta(
+    board: &callpulse_core::live::LiveBoard,
+    seq: u64,
+    changes: &[callpulse_core::live::BoardChange],
+    now: Timestamp,
+) -> String {
+    let mut calls = std::collections::BTreeMap::new();
+    let mut ended = std::collections::BTreeSet::new();
+    let mut agents = std::collections::BTreeSet::new();
+    for change in changes {
+        if let Some(call) = &change.call {
+            ended.remove(&call.call_id);
+            calls.insert(call.call_id.clone(), call);
+        }
+        if let Some(id) = &change.ended {
+            calls.remove(id);
+            ended.insert(id.clone());
+        }
+        agents.extend(change.agents.iter().cloned());
+    }
+    let mut delta = serde_json::json!({
+        "type": "delta",
+        "seq": seq,
+        "at": rfc3339(now),
+        "summary": live_summary_json(board, now),
+        "calls": calls.values().map(|c| live_call_json(c)).collect::<Vec<_>>(),
+        "ended": ended,
+        "agents": board
+            .agents()
+            .into_iter()
+            .filter(|(a, _, _)| agents.contains(a))
+            .map(|(a, s, at)| agent_json(&a, s, at))
+            .collect::<Vec<_>>(),
+    });
+    if changes.iter().any(|c| c.recent) {
+        delta["recent_calls"] = recent_json(board);
+    }
+    delta.to_string()
+}

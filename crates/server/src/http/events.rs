@@ -4,12 +4,13 @@
 use super::{ApiError, AppState, IngestCounters, content_type, read_body};
 use crate::ingest::app_events::{AppEvent, parse_batch};
 use crate::pipeline::now;
-use crate::store::{Appended, NewEvent, Quarantined};
+use crate::store::{AgentReport, Appended, NewEvent, Quarantined};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use callpulse_core::Source;
+use callpulse_core::live::ReportedState;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
@@ -76,19 +77,42 @@ pub async fn receive_app_events(
     };
     let batch: Vec<NewEvent> = events
         .into_iter()
-        .map(|(event, raw)| NewEvent {
-            source: Source::App,
-            event_id: event.id().to_owned(),
-            event_type: raw["type"].as_str().unwrap_or_default().to_owned(),
-            received_at,
-            body: serde_json::to_vec(&raw).unwrap_or_default(),
-            call_event: match event {
-                AppEvent::Call(e) => Some(*e),
-                AppEvent::AgentState { .. } => None,
-            },
+        .map(|(event, raw)| {
+            let event_id = event.id().to_owned();
+            let (call_event, agent_report) = match event {
+                AppEvent::Call(e) => (Some(*e), None),
+                AppEvent::AgentState {
+                    agent_id,
+                    state,
+                    at,
+                    ..
+                } => (
+                    None,
+                    Some(AgentReport {
+                        agent_id,
+                        reported: ReportedState { state, at },
+                    }),
+                ),
+            };
+            NewEvent {
+                source: Source::App,
+                event_id,
+                event_type: raw["type"].as_str().unwrap_or_default().to_owned(),
+                received_at,
+                body: serde_json::to_vec(&raw).unwrap_or_default(),
+                call_event,
+                agent_report,
+            }
         })
         .collect();
     let appended = state.store.append(&batch).await?;
+    let reports: Vec<&AgentReport> = batch
+        .iter()
+        .zip(&appended)
+        .filter(|(_, a)| matches!(a, Appended::Stored { .. }))
+        .filter_map(|(e, _)| e.agent_report.as_ref())
+        .collect();
+    state.live.apply_agent_reports(reports);
     let stored = appended
         .iter()
         .filter(|a| matches!(a, Appended::Stored { .. }))

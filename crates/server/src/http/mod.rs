@@ -2,9 +2,10 @@
 //! Only this module knows the JSON shapes of the API.
 
 mod cdrs;
-mod dto;
+pub(crate) mod dto;
 mod error;
 mod events;
+mod live;
 mod metrics;
 mod webhooks;
 
@@ -31,13 +32,14 @@ pub struct IngestCounters {
     pub app_events_stored: AtomicU64,
     pub app_events_duplicate: AtomicU64,
     pub app_batches_rejected: AtomicU64,
+    pub calls_closed_by_timeout: AtomicU64,
 }
 
 impl IngestCounters {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
-    fn get(counter: &AtomicU64) -> u64 {
+    pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
 }
@@ -53,6 +55,7 @@ pub struct AppState {
     pub counters: Arc<IngestCounters>,
     pub max_body_bytes: usize,
     pub metrics: Arc<MetricSettings>,
+    pub live: Arc<crate::live::LiveHub>,
 }
 
 /// How metrics are computed and judged.
@@ -73,6 +76,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/metrics", get(metrics::get_metrics))
         .route("/api/v1/summary", get(metrics::get_summary))
         .route("/api/v1/ingest", get(ingest_stats))
+        .route("/api/v1/live", get(live::get_live))
+        .route("/api/v1/live/ws", get(live::live_socket))
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
@@ -97,6 +102,7 @@ async fn ingest_stats(
             "app_events_stored": IngestCounters::get(&c.app_events_stored),
             "app_events_duplicate": IngestCounters::get(&c.app_events_duplicate),
             "app_batches_rejected": IngestCounters::get(&c.app_batches_rejected),
+            "calls_closed_by_timeout": IngestCounters::get(&c.calls_closed_by_timeout),
         }
     })))
 }

@@ -66,6 +66,7 @@ pub async fn receive_livekit_webhook(
         received_at,
         body,
         call_event: decoded.call_event,
+        agent_report: None,
     };
     let appended = state.store.append(std::slice::from_ref(&event)).await?;
     let status = match appended.first() {

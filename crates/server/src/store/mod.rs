@@ -8,6 +8,7 @@ pub mod rollup;
 mod sqlite;
 
 use async_trait::async_trait;
+use callpulse_core::live::ReportedState;
 use callpulse_core::metrics::{MetricParams, Tally};
 use callpulse_core::{CallEvent, Cdr, Direction, Outcome, Source, Timestamp};
 use std::sync::Arc;
@@ -36,6 +37,15 @@ pub struct NewEvent {
     pub body: Vec<u8>,
     /// The decoded call event, when the event matters to a CDR.
     pub call_event: Option<CallEvent>,
+    /// An agent's reported state (`agent_state`), kept as that agent's latest when it is newer.
+    pub agent_report: Option<AgentReport>,
+}
+
+/// An agent's state as the application reported it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentReport {
+    pub agent_id: String,
+    pub reported: ReportedState,
 }
 
 /// What became of an appended event.
@@ -206,6 +216,12 @@ pub trait Store: Send + Sync + 'static {
 
     async fn list_cdrs(&self, query: &CdrQuery) -> Result<Vec<Cdr>, StoreError>;
     async fn get_cdr(&self, call_id: &str) -> Result<Option<Cdr>, StoreError>;
+    /// Every call in progress.
+    async fn open_cdrs(&self) -> Result<Vec<Cdr>, StoreError>;
+    /// The finished calls with the latest ends, newest first.
+    async fn recent_finished(&self, limit: i64) -> Result<Vec<Cdr>, StoreError>;
+    /// Each agent's latest reported state.
+    async fn agent_states(&self) -> Result<Vec<AgentReport>, StoreError>;
     async fn call_timeline(&self, call_id: &str) -> Result<Vec<TimelineEntry>, StoreError>;
 
     /// Raw log rows after `seq`, for rebuilds.

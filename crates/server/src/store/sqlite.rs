@@ -3,15 +3,17 @@
 
 use super::rollup::{self, Level, RollupKey, Slice};
 use super::{
-    Appended, CdrQuery, MetricFilter, NewEvent, Quarantined, RawEvent, RollupRow, Store,
-    StoreError, TimelineEntry, event_index, parse_source, source_name,
+    AgentReport, Appended, CdrQuery, MetricFilter, NewEvent, Quarantined, RawEvent, RollupRow,
+    Store, StoreError, TimelineEntry, event_index, parse_source, source_name,
 };
 use super::{Buckets, SliceFilter};
 use async_trait::async_trait;
-use callpulse_core::Direction;
+use callpulse_core::event::AgentState;
 use callpulse_core::event::{EventBody, Scope};
+use callpulse_core::live::ReportedState;
 use callpulse_core::metrics::{MetricParams, Tally};
 use callpulse_core::{CallEvent, Cdr, Timestamp};
+use callpulse_core::{Direction, Outcome};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use std::collections::HashMap;
@@ -174,10 +176,14 @@ impl SqliteStore {
     async fn cdrs_where(&self, clause: &str, arg: &str) -> Result<Vec<Cdr>, StoreError> {
         let sql = format!("SELECT body FROM cdrs WHERE {clause}");
         let rows = sqlx::query(&sql).bind(arg).fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| decode_json(r.get::<&str, _>("body")))
-            .collect()
+        decode_bodies(&rows)
     }
+}
+
+fn decode_bodies(rows: &[sqlx::sqlite::SqliteRow]) -> Result<Vec<Cdr>, StoreError> {
+    rows.iter()
+        .map(|r| decode_json(r.get::<&str, _>("body")))
+        .collect()
 }
 
 #[async_trait]
@@ -203,6 +209,19 @@ impl Store for SqliteStore {
             };
             if let Some(call_event) = &e.call_event {
                 insert_call_event(&mut tx, seq, call_event).await?;
+            }
+            if let Some(report) = &e.agent_report {
+                sqlx::query(
+                    "INSERT INTO agent_states (agent_id, state, at_ms) VALUES (?, ?, ?)
+                     ON CONFLICT (agent_id) DO UPDATE
+                     SET state = excluded.state, at_ms = excluded.at_ms
+                     WHERE excluded.at_ms >= agent_states.at_ms",
+                )
+                .bind(&report.agent_id)
+                .bind(report.reported.state.as_str())
+                .bind(report.reported.at.millis())
+                .execute(&mut *tx)
+                .await?;
             }
             out.push(Appended::Stored { seq });
         }
@@ -585,6 +604,41 @@ impl Store for SqliteStore {
 
     async fn get_cdr(&self, call_id: &str) -> Result<Option<Cdr>, StoreError> {
         Ok(self.cdrs_where("call_id = ?", call_id).await?.pop())
+    }
+
+    async fn open_cdrs(&self) -> Result<Vec<Cdr>, StoreError> {
+        self.cdrs_where("outcome = ?", Outcome::InProgress.as_str())
+            .await
+    }
+
+    async fn recent_finished(&self, limit: i64) -> Result<Vec<Cdr>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT body FROM cdrs WHERE end_ms IS NOT NULL ORDER BY end_ms DESC, call_id DESC LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        decode_bodies(&rows)
+    }
+
+    async fn agent_states(&self) -> Result<Vec<AgentReport>, StoreError> {
+        let rows = sqlx::query("SELECT agent_id, state, at_ms FROM agent_states ORDER BY agent_id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let state: &str = r.get("state");
+                Ok(AgentReport {
+                    agent_id: r.get("agent_id"),
+                    reported: ReportedState {
+                        state: AgentState::parse(state).ok_or_else(|| {
+                            StoreError::Corrupt(format!("unknown agent state `{state}`"))
+                        })?,
+                        at: Timestamp(r.get("at_ms")),
+                    },
+                })
+            })
+            .collect()
     }
 
     async fn call_timeline(&self, call_id: &str) -> Result<Vec<TimelineEntry>, StoreError> {

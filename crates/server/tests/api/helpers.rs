@@ -154,9 +154,13 @@ impl TestApp {
             now: callpulse_server::pipeline::now(),
             ..Default::default()
         };
-        callpulse_server::pipeline::catch_up(self.running.state.store.as_ref(), &params)
-            .await
-            .expect("pipeline catches up");
+        callpulse_server::pipeline::catch_up(
+            self.running.state.store.as_ref(),
+            &params,
+            Some(&self.running.state.live),
+        )
+        .await
+        .expect("pipeline catches up");
     }
 }
 
@@ -202,4 +206,36 @@ impl TestApp {
             .await
             .expect("simulation runs")
     }
+}
+
+/// The sample calls' first second (`room.creationTime` of samples 01–07).
+pub const SAMPLE_EPOCH_S: i64 = 1_795_442_530;
+
+/// A LiveKit sample with every epoch time (quoted seconds or milliseconds) moved by `shift_s`
+/// seconds, for tests whose calls must be recent (live state, timeouts).
+pub fn fixture_shifted(name: &str, shift_s: i64) -> Vec<u8> {
+    let text = String::from_utf8(fixture(name)).expect("fixtures are UTF-8");
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find("\"17") {
+        out.push_str(&rest[..=at]);
+        rest = &rest[at + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let quoted = rest.as_bytes().get(digits) == Some(&b'"');
+        let value: Option<i64> = rest[..digits].parse().ok();
+        match (quoted, digits, value) {
+            (true, 10, Some(s)) => out.push_str(&(s + shift_s).to_string()),
+            (true, 13, Some(ms)) => out.push_str(&(ms + shift_s * 1000).to_string()),
+            _ => out.push_str(&rest[..digits]),
+        }
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
+    out.into_bytes()
+}
+
+/// `fixture_shifted` so that the sample calls started a minute ago.
+pub fn fixture_recent(name: &str) -> Vec<u8> {
+    let now_s = chrono::Utc::now().timestamp();
+    fixture_shifted(name, now_s - 60 - SAMPLE_EPOCH_S)
 }

@@ -3,6 +3,7 @@
 mod cdrs;
 mod events;
 mod helpers;
+mod live;
 mod livekit_sdk;
 mod metrics;
 mod rebuild;

@@ -1,0 +1,181 @@
+//! The live board of this process and its fan-out to WebSocket clients.
+//!
+//! The CDR pipeline and the agent-report handler apply their changes here; each change becomes one
+//! delta, rendered to JSON once and broadcast to every client through a bounded channel. Ingest
+//! never waits for a client: a client that falls more than the channel's capacity behind is
+//! handed a fresh snapshot instead of the backlog.
+
+use crate::http::dto;
+use crate::store::{AgentReport, Store, StoreError};
+use axum::extract::ws::Utf8Bytes;
+use callpulse_core::live::{BoardChange, LiveBoard, RECENT_CALLS};
+use callpulse_core::{Cdr, Timestamp};
+use futures::{Sink, SinkExt};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::broadcast;
+
+/// One rendered message with its sequence number.
+#[derive(Debug)]
+pub struct Message {
+    pub seq: u64,
+    /// Shared by every client: cloning it copies no text.
+    pub json: Utf8Bytes,
+}
+
+/// Deltas a client may fall behind by before it is sent a snapshot instead.
+pub const DEFAULT_BACKLOG: usize = 256;
+
+struct Inner {
+    board: LiveBoard,
+    seq: u64,
+}
+
+/// The live board and the channel its deltas go out on.
+pub struct LiveHub {
+    inner: Mutex<Inner>,
+    tx: broadcast::Sender<Arc<Message>>,
+}
+
+impl LiveHub {
+    /// An empty board whose clients may fall `backlog` deltas behind.
+    pub fn new(backlog: usize) -> LiveHub {
+        LiveHub {
+            inner: Mutex::new(Inner {
+                board: LiveBoard::default(),
+                seq: 0,
+            }),
+            tx: broadcast::channel(backlog.max(1)).0,
+        }
+    }
+
+    /// A board loaded from the store: the calls in progress, the last finished calls and the
+    /// agents' latest reports.
+    pub async fn load(store: &dyn Store, backlog: usize) -> Result<LiveHub, StoreError> {
+        let recent = store.recent_finished(RECENT_CALLS as i64).await?;
+        let open = store.open_cdrs().await?;
+        let agents = store.agent_states().await?;
+        let hub = LiveHub::new(backlog);
+        {
+            let mut inner = hub.lock();
+            for cdr in recent.iter().chain(&open) {
+                inner.board.apply_cdr(cdr);
+            }
+            for report in agents {
+                inner
+                    .board
+                    .apply_agent_state(&report.agent_id, report.reported);
+            }
+        }
+        Ok(hub)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Applies CDRs the pipeline has just stored; broadcasts one delta if anything changed.
+    pub fn apply_cdrs(&self, cdrs: &[Cdr]) {
+        let mut inner = self.lock();
+        let mut changes = Vec::new();
+        for cdr in cdrs {
+            let change = inner.board.apply_cdr(cdr);
+            if !change.is_empty() {
+                changes.push(change);
+            }
+        }
+        self.publish(&mut inner, &changes);
+    }
+
+    /// Applies agent reports just stored; broadcasts one delta if an agent's state changed.
+    pub fn apply_agent_reports<'a>(&self, reports: impl IntoIterator<Item = &'a AgentReport>) {
+        let mut inner = self.lock();
+        let mut change = BoardChange::default();
+        for report in reports {
+            if inner
+                .board
+                .apply_agent_state(&report.agent_id, report.reported)
+            {
+                change.agents.push(report.agent_id.clone());
+            }
+        }
+        if !change.is_empty() {
+            self.publish(&mut inner, &[change]);
+        }
+    }
+
+    fn publish(&self, inner: &mut Inner, changes: &[BoardChange]) {
+        if changes.is_empty() {
+            return;
+        }
+        inner.seq += 1;
+        let json = dto::live_delta(&inner.board, inner.seq, changes, crate::pipeline::now()).into();
+        // No receiver is not an error: nobody is watching.
+        let _ = self.tx.send(Arc::new(Message {
+            seq: inner.seq,
+            json,
+        }));
+    }
+
+    /// The whole board now, as the snapshot message.
+    pub fn snapshot(&self) -> Message {
+        let inner = self.lock();
+        Message {
+            seq: inner.seq,
+            json: dto::live_snapshot(&inner.board, inner.seq, crate::pipeline::now()).into(),
+        }
+    }
+
+    /// The snapshot as a JSON value (`GET /api/v1/live`).
+    pub fn snapshot_value(&self, now: Timestamp) -> serde_json::Value {
+        let inner = self.lock();
+        dto::live_snapshot_value(&inner.board, inner.seq, now)
+    }
+
+    /// A snapshot and a subscription taken together, so no delta is missed or seen twice.
+    pub fn subscribe(&self) -> (Message, broadcast::Receiver<Arc<Message>>) {
+        let inner = self.lock();
+        let rx = self.tx.subscribe();
+        let snapshot = Message {
+            seq: inner.seq,
+            json: dto::live_snapshot(&inner.board, inner.seq, crate::pipeline::now()).into(),
+        };
+        (snapshot, rx)
+    }
+
+    /// How many clients are subscribed.
+    pub fn clients(&self) -> usize {
+        self.tx.receiver_count()
+    }
+}
+
+/// Sends a snapshot and then every delta to `sink` until the hub's channel closes or the sink
+/// fails. A client that fell behind gets a fresh snapshot and continues from it.
+pub async fn forward<S>(hub: &LiveHub, sink: &mut S) -> Result<(), S::Error>
+where
+    S: Sink<Utf8Bytes> + Unpin,
+{
+    let (snapshot, mut rx) = hub.subscribe();
+    let mut seen = snapshot.seq;
+    sink.send(snapshot.json).await?;
+    loop {
+        match rx.recv().await {
+            Ok(message) => {
+                if message.seq > seen {
+                    seen = message.seq;
+                    sink.send(message.json.clone()).await?;
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                let snapshot = hub.snapshot();
+                seen = snapshot.seq;
+                sink.send(snapshot.json).await?;
+            }
+            Err(broadcast::error::RecvError::Closed) => return Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
