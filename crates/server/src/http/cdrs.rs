@@ -74,6 +74,7 @@ fn parse_query(
         "limit",
         "cursor",
         "format",
+        "order",
     ];
     if let Some(unknown) = params.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         return Err(ApiError::bad_request(
@@ -118,6 +119,11 @@ fn parse_query(
         queue: text("queue"),
         after: params.get("cursor").map(|c| decode_cursor(c)).transpose()?,
         limit: limit.unwrap_or(DEFAULT_LIMIT),
+        newest_first: match params.get("order").map(String::as_str) {
+            None | Some("asc") => false,
+            Some("desc") => true,
+            Some(_) => return Err(bad("order", "must be asc or desc")),
+        },
     };
     let format = match params.get("format").map(String::as_str) {
         None | Some("json") => Format::Json,

@@ -93,8 +93,10 @@ pub struct CdrQuery {
     pub trunk_id: Option<String>,
     pub agent_id: Option<String>,
     pub queue: Option<String>,
-    /// Start after this `(start_time, call_id)`.
+    /// Start after this `(start_time, call_id)` in the listing's order.
     pub after: Option<(Timestamp, String)>,
+    /// Latest start first (the dashboard's recent calls) instead of earliest first.
+    pub newest_first: bool,
     pub limit: u32,
 }
 

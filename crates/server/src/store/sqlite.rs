@@ -587,15 +587,22 @@ impl Store for SqliteStore {
                     .push_bind(v.clone());
             }
         }
+        let (beyond, order) = if q.newest_first {
+            ("<", "DESC")
+        } else {
+            (">", "ASC")
+        };
         if let Some((start, call_id)) = &q.after {
-            sql.push(" AND (start_ms, call_id) > (")
+            sql.push(format_args!(" AND (start_ms, call_id) {beyond} ("))
                 .push_bind(start.millis())
                 .push(", ")
                 .push_bind(call_id.clone())
                 .push(")");
         }
-        sql.push(" ORDER BY start_ms, call_id LIMIT ")
-            .push_bind(i64::from(q.limit));
+        sql.push(format_args!(
+            " ORDER BY start_ms {order}, call_id {order} LIMIT "
+        ))
+        .push_bind(i64::from(q.limit));
         let rows = sql.build().fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| decode_json(r.get::<&str, _>("body")))

@@ -164,3 +164,35 @@ async fn timeline_lists_the_calls_events_in_time_order() {
         ]
     );
 }
+
+#[tokio::test]
+async fn newest_first_pages_are_the_ascending_listing_reversed() {
+    let app = crate::helpers::app_with_samples().await;
+    let ids = |body: &serde_json::Value| -> Vec<String> {
+        body["cdrs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["call_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (_, ascending) = app.get_json("/api/v1/cdrs").await;
+    let mut expected = ids(&ascending);
+    expected.reverse();
+    assert!(expected.len() >= 4, "{ascending}");
+    let mut seen = Vec::new();
+    let mut path = "/api/v1/cdrs?order=desc&limit=3".to_string();
+    loop {
+        let (status, page) = app.get_json(&path).await;
+        assert_eq!(status, 200, "{page}");
+        seen.extend(ids(&page));
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/api/v1/cdrs?order=desc&limit=3&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, expected);
+    let (status, body) = app.get_json("/api/v1/cdrs?order=sideways").await;
+    assert_eq!(status, 400);
+    assert!(body["detail"].as_str().unwrap().starts_with("order:"));
+}
