@@ -3,6 +3,7 @@
 //! `pipeline` turns them into CDRs with the core's builder.
 
 pub mod app;
+pub mod charts;
 pub mod config;
 pub mod http;
 pub mod ingest;

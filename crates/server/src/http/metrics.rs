@@ -15,11 +15,14 @@ use chrono_tz::Tz;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 
-fn bad(field: &str, detail: impl std::fmt::Display) -> ApiError {
+pub(super) fn bad(field: &str, detail: impl std::fmt::Display) -> ApiError {
     ApiError::bad_request("invalid_parameter", format!("{field}: {detail}"))
 }
 
-fn reject_unknown(params: &HashMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
+pub(super) fn reject_unknown(
+    params: &HashMap<String, String>,
+    known: &[&str],
+) -> Result<(), ApiError> {
     match params.keys().find(|k| !known.contains(&k.as_str())) {
         Some(k) => Err(bad(
             k,
@@ -29,7 +32,7 @@ fn reject_unknown(params: &HashMap<String, String>, known: &[&str]) -> Result<()
     }
 }
 
-fn parse_tz(params: &HashMap<String, String>, default: Tz) -> Result<Tz, ApiError> {
+pub(super) fn parse_tz(params: &HashMap<String, String>, default: Tz) -> Result<Tz, ApiError> {
     params
         .get("tz")
         .map(|v| {
@@ -59,7 +62,7 @@ fn group_key_json(key: &GroupKey) -> Value {
     }
 }
 
-fn query_error(e: QueryError) -> ApiError {
+pub(super) fn query_error(e: QueryError) -> ApiError {
     match e {
         QueryError::Store(e) => e.into(),
         QueryError::TooManyGroups => bad("group_by", QueryError::TooManyGroups),

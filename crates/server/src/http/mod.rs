@@ -2,6 +2,7 @@
 //! Only this module knows the JSON shapes of the API.
 
 mod cdrs;
+mod charts;
 pub(crate) mod dto;
 mod error;
 mod events;
@@ -33,6 +34,44 @@ pub struct IngestCounters {
     pub app_events_duplicate: AtomicU64,
     pub app_batches_rejected: AtomicU64,
     pub calls_closed_by_timeout: AtomicU64,
+    /// Authentic webhooks received per second over the last minute.
+    pub webhook_rate: LastMinute,
+}
+
+/// A count per second over a sliding minute: what "webhooks per minute" shows.
+#[derive(Debug)]
+pub struct LastMinute {
+    /// (second, count) slots indexed by second modulo 60; a slot from an older minute is stale.
+    slots: std::sync::Mutex<[(i64, u64); 60]>,
+}
+
+impl Default for LastMinute {
+    fn default() -> Self {
+        LastMinute {
+            slots: std::sync::Mutex::new([(i64::MIN, 0); 60]),
+        }
+    }
+}
+
+impl LastMinute {
+    pub fn record(&self, now_s: i64) {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = &mut slots[now_s.rem_euclid(60) as usize];
+        if slot.0 != now_s {
+            *slot = (now_s, 0);
+        }
+        slot.1 += 1;
+    }
+
+    /// The count over the 60 seconds up to and including `now_s`.
+    pub fn total(&self, now_s: i64) -> u64 {
+        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots
+            .iter()
+            .filter(|(s, _)| *s > now_s - 60 && *s <= now_s)
+            .map(|(_, n)| n)
+            .sum()
+    }
 }
 
 impl IngestCounters {
@@ -76,6 +115,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/metrics", get(metrics::get_metrics))
         .route("/api/v1/summary", get(metrics::get_summary))
         .route("/api/v1/ingest", get(ingest_stats))
+        .route("/api/v1/charts/{file}", get(charts::get_chart))
         .route("/api/v1/live", get(live::get_live))
         .route("/api/v1/live/ws", get(live::live_socket))
         .route("/healthz", get(healthz))
@@ -93,6 +133,7 @@ async fn ingest_stats(
     let c = &state.counters;
     Ok(axum::Json(serde_json::json!({
         "events_in_log": state.store.event_count().await?,
+        "webhooks_last_minute": c.webhook_rate.total(crate::pipeline::now().millis().div_euclid(1000)),
         "quarantined_in_store": state.store.quarantine_count().await?,
         "since_start": {
             "webhooks_stored": IngestCounters::get(&c.webhooks_stored),
@@ -146,4 +187,23 @@ fn content_type(headers: &HeaderMap) -> Option<String> {
                 .trim()
                 .to_ascii_lowercase()
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LastMinute;
+
+    #[test]
+    fn last_minute_forgets_what_is_older_than_sixty_seconds() {
+        let rate = LastMinute::default();
+        rate.record(1000);
+        rate.record(1000);
+        rate.record(1030);
+        assert_eq!(rate.total(1030), 3);
+        assert_eq!(rate.total(1059), 3);
+        assert_eq!(rate.total(1060), 1, "second 1000 is out of the window");
+        rate.record(1060);
+        assert_eq!(rate.total(1060), 2, "its slot was reused, not added to");
+        assert_eq!(rate.total(2000), 0);
+    }
 }

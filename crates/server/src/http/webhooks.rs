@@ -40,6 +40,10 @@ pub async fn receive_livekit_webhook(
             detail: e.to_string(),
         });
     }
+    state
+        .counters
+        .webhook_rate
+        .record(received_at.millis().div_euclid(1000));
     let decoded = match livekit::decode(&body, received_at) {
         Ok(decoded) => decoded,
         Err(e @ (IngestError::NotJson(_) | IngestError::Undecodable(_))) => {

@@ -267,3 +267,35 @@ async fn rollups_equal_a_direct_computation_after_live_rewrites() {
     let after = query(store.as_ref(), &q, &params).await.unwrap();
     assert_eq!(after.totals, tally_cdrs(all.iter(), &params));
 }
+
+#[tokio::test]
+async fn trend_charts_are_svg_and_bad_names_are_refused() {
+    let app = crate::helpers::spawn_app().await;
+    app.simulate(41).await;
+    app.settle().await;
+    for (metric, range) in [("total_calls", "7d"), ("answer_rate", "30d")] {
+        let r = app
+            .client
+            .get(format!(
+                "{}/api/v1/charts/{metric}.svg?range={range}",
+                app.base
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "image/svg+xml");
+        let svg = r.text().await.unwrap();
+        assert!(svg.starts_with("<svg"), "{svg:.200}");
+        assert!(
+            svg.contains("#4FA3FF"),
+            "today's simulated calls draw a line on {metric}"
+        );
+    }
+    let (status, body) = app.get_json("/api/v1/charts/happiness.svg").await;
+    assert_eq!(status, 404);
+    assert!(body["detail"].as_str().unwrap().contains("happiness"));
+    let (status, body) = app.get_json("/api/v1/charts/error_rate.svg?range=1y").await;
+    assert_eq!(status, 400);
+    assert!(body["detail"].as_str().unwrap().starts_with("range:"));
+}
