@@ -2,6 +2,8 @@
 # Runs every test of callpulse on a fresh machine: installs what the tests need, then runs them.
 #  - LiveKit's own Python SDK (livekit-api), in ./.venv, signs webhooks for the end-to-end test.
 #  - cargo-nextest runs the Rust tests when present; plain `cargo test` otherwise.
+#  - Debian's chromium and Node.js with playwright-core (tests/browser) run the dashboard tests;
+#    screenshots land in target/screenshots/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,8 +19,31 @@ echo "== installing the Python test requirements"
 .venv/bin/pip install -q --disable-pip-version-check -r crates/server/tests/e2e/requirements.txt
 export CALLPULSE_TEST_PYTHON="$PWD/.venv/bin/python"
 
-if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast
-else
-  cargo test --workspace --no-fail-fast
+apt_install() {
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+if [ ! -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ]; then
+  echo "== installing chromium"
+  apt_install chromium
 fi
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "== installing node.js"
+  apt_install nodejs npm
+fi
+echo "== installing the browser test requirements (playwright-core)"
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+
+status=0
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast || status=$?
+else
+  cargo test --workspace --no-fail-fast || status=$?
+fi
+
+echo "== dashboard tests in headless chromium"
+cargo build -q -p callpulse --bin callpulse
+(cd tests/browser && node --test --test-concurrency=1) || status=$?
+exit $status

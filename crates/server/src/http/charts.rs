@@ -1,4 +1,4 @@
-//! `GET /api/v1/charts/{metric}.svg?range=7d|30d&tz=`: a trend chart of one metric, hourly over
+//! `GET /api/v1/charts/{metric}.svg?range=7d|30d&tz=&t=`: a trend chart of one metric, hourly over
 //! the past 7 days or daily over the past 30, drawn from the same rollups as `/api/v1/metrics`.
 
 use super::dto::metrics_json;
@@ -34,7 +34,8 @@ pub async fn get_chart(
     Path(file): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    reject_unknown(&params, &["range", "tz"])?;
+    // `t` is ignored: a page changes it to fetch a fresh chart past the browser's image cache.
+    reject_unknown(&params, &["range", "tz", "t"])?;
     let name = file.strip_suffix(".svg").unwrap_or(&file);
     let unit = CHARTABLE
         .iter()

@@ -3,6 +3,7 @@
 
 mod cdrs;
 mod charts;
+mod dashboard;
 pub(crate) mod dto;
 mod error;
 mod events;
@@ -108,6 +109,10 @@ pub struct MetricSettings {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(dashboard::index))
+        .route("/assets/app.js", get(dashboard::app_js))
+        .route("/assets/style.css", get(dashboard::style_css))
+        .route("/favicon.svg", get(dashboard::icon))
         .route("/webhooks/livekit", post(webhooks::receive_livekit_webhook))
         .route("/api/v1/events", post(events::receive_app_events))
         .route("/api/v1/cdrs", get(cdrs::list_cdrs))
