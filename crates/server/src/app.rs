@@ -31,6 +31,10 @@ impl Running {
     }
 }
 
+/// The demo history's busiest hour is capped so a high `--demo-rate` does not make start-up
+/// write millions of events.
+const HISTORY_PEAK_CALLS_PER_HOUR: f64 = 300.0;
+
 fn random_token() -> String {
     let mut rng = rand::thread_rng();
     (0..32)
@@ -107,6 +111,27 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
             tracing::error!(error = %e, "http server stopped");
         }
     }));
+    if args.demo && args.demo_history_days > 0 && state.store.event_count().await? == 0 {
+        let history = simulate::history::History {
+            days: args.demo_history_days,
+            // The history's busiest hour matches the live demo's rate, within reason.
+            peak_calls_per_hour: (args.demo_rate * 3600.0).min(HISTORY_PEAK_CALLS_PER_HOUR),
+            tz: state.metrics.tz,
+            seed: rand::random(),
+        };
+        let store = state.store.clone();
+        let wake = state.pipeline_wake.clone();
+        let now = pipeline::now();
+        tasks.push(tokio::spawn(async move {
+            match simulate::history::backfill(store.as_ref(), &history, now).await {
+                Ok(calls) => {
+                    wake.notify_one();
+                    tracing::info!(calls, days = history.days, "demo history written");
+                }
+                Err(e) => tracing::error!(error = %e, "demo history failed"),
+            }
+        }));
+    }
     if args.demo {
         let (key, secret) = key_pairs[0].clone();
         let config = simulate::SimConfig {

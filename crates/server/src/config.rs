@@ -191,8 +191,11 @@ pub struct ServeArgs {
     #[arg(long, env = "CALLPULSE_DEMO")]
     pub demo: bool,
     /// Demo traffic: new calls per second.
-    #[arg(long, env = "CALLPULSE_DEMO_RATE", default_value_t = 0.5)]
+    #[arg(long, env = "CALLPULSE_DEMO_RATE", default_value_t = 0.05)]
     pub demo_rate: f64,
+    /// Demo: days of past calls written into an empty database at start (0: none).
+    #[arg(long, env = "CALLPULSE_DEMO_HISTORY_DAYS", default_value_t = 14)]
+    pub demo_history_days: u32,
 }
 
 impl ServeArgs {

@@ -2,15 +2,15 @@
 //! validated whole and appended in one transaction: accepted whole or not at all.
 
 use super::{ApiError, AppState, IngestCounters, content_type, read_body};
-use crate::ingest::app_events::{AppEvent, parse_batch};
+use crate::ingest::app_entries;
+use crate::ingest::app_events::parse_batch;
 use crate::pipeline::now;
-use crate::store::{AgentReport, Appended, NewEvent, Quarantined};
+use crate::store::{AgentReport, Appended, Quarantined};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use callpulse_core::Source;
-use callpulse_core::live::ReportedState;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
@@ -75,36 +75,7 @@ pub async fn receive_app_events(
             return Err(refusal);
         }
     };
-    let batch: Vec<NewEvent> = events
-        .into_iter()
-        .map(|(event, raw)| {
-            let event_id = event.id().to_owned();
-            let (call_event, agent_report) = match event {
-                AppEvent::Call(e) => (Some(*e), None),
-                AppEvent::AgentState {
-                    agent_id,
-                    state,
-                    at,
-                    ..
-                } => (
-                    None,
-                    Some(AgentReport {
-                        agent_id,
-                        reported: ReportedState { state, at },
-                    }),
-                ),
-            };
-            NewEvent {
-                source: Source::App,
-                event_id,
-                event_type: raw["type"].as_str().unwrap_or_default().to_owned(),
-                received_at,
-                body: serde_json::to_vec(&raw).unwrap_or_default(),
-                call_event,
-                agent_report,
-            }
-        })
-        .collect();
+    let batch = app_entries(events, received_at);
     let appended = state.store.append(&batch).await?;
     let reports: Vec<&AgentReport> = batch
         .iter()

@@ -3,9 +3,9 @@
 //! receiver, FACTS.md §2.4).
 
 use super::{ApiError, AppState, IngestCounters, content_type, read_body};
-use crate::ingest::{IngestError, livekit};
+use crate::ingest::{IngestError, livekit, webhook_entry};
 use crate::pipeline::now;
-use crate::store::{Appended, NewEvent, Quarantined};
+use crate::store::{Appended, Quarantined};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
@@ -63,15 +63,8 @@ pub async fn receive_livekit_webhook(
         }
         Err(e) => return Err(ApiError::Internal(e.into())),
     };
-    let event = NewEvent {
-        source: Source::Livekit,
-        event_id: decoded.event_id.clone(),
-        event_type: decoded.event_name,
-        received_at,
-        body,
-        call_event: decoded.call_event,
-        agent_report: None,
-    };
+    let event_id = decoded.event_id.clone();
+    let event = webhook_entry(decoded, body, received_at);
     let appended = state.store.append(std::slice::from_ref(&event)).await?;
     let status = match appended.first() {
         Some(Appended::Stored { .. }) => {
@@ -84,5 +77,5 @@ pub async fn receive_livekit_webhook(
             "duplicate"
         }
     };
-    Ok(Json(json!({"status": status, "id": decoded.event_id})))
+    Ok(Json(json!({"status": status, "id": event_id})))
 }

@@ -21,8 +21,63 @@ pub enum IngestError {
     Undecodable(String),
 }
 
-use crate::store::RawEvent;
-use callpulse_core::{CallEvent, Source};
+use crate::store::{AgentReport, NewEvent, RawEvent};
+use callpulse_core::live::ReportedState;
+use callpulse_core::{CallEvent, Source, Timestamp};
+
+/// The log entry of an authentic, decoded webhook.
+pub fn webhook_entry(
+    decoded: livekit::DecodedWebhook,
+    body: Vec<u8>,
+    received_at: Timestamp,
+) -> NewEvent {
+    NewEvent {
+        source: Source::Livekit,
+        event_id: decoded.event_id,
+        event_type: decoded.event_name,
+        received_at,
+        body,
+        call_event: decoded.call_event,
+        agent_report: None,
+    }
+}
+
+/// The log entries of a valid batch of application events, each kept as its own JSON body.
+pub fn app_entries(
+    events: Vec<(app_events::AppEvent, serde_json::Value)>,
+    received_at: Timestamp,
+) -> Vec<NewEvent> {
+    events
+        .into_iter()
+        .map(|(event, raw)| {
+            let event_id = event.id().to_owned();
+            let (call_event, agent_report) = match event {
+                app_events::AppEvent::Call(e) => (Some(*e), None),
+                app_events::AppEvent::AgentState {
+                    agent_id,
+                    state,
+                    at,
+                    ..
+                } => (
+                    None,
+                    Some(AgentReport {
+                        agent_id,
+                        reported: ReportedState { state, at },
+                    }),
+                ),
+            };
+            NewEvent {
+                source: Source::App,
+                event_id,
+                event_type: raw["type"].as_str().unwrap_or_default().to_owned(),
+                received_at,
+                body: serde_json::to_vec(&raw).unwrap_or_default(),
+                call_event,
+                agent_report,
+            }
+        })
+        .collect()
+}
 
 /// Decodes a logged event again (for rebuilds): the call event it contributes, if any.
 /// Bodies were verified when they arrived; tokens expire, so they are not verified again.

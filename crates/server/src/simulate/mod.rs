@@ -5,6 +5,7 @@
 //! application events go to `POST /api/v1/events`. Failed deliveries are retried like LiveKit's
 //! go-retryablehttp: 5 attempts, exponential backoff, 429 and 5xx retried, 4xx not.
 
+pub mod history;
 mod scenario;
 pub mod wire;
 

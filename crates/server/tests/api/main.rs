@@ -1,6 +1,7 @@
 //! API tests: each starts the real server on port 0 with its own SQLite file.
 
 mod cdrs;
+mod demo;
 mod events;
 mod helpers;
 mod live;
