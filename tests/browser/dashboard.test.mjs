@@ -242,3 +242,23 @@ test("the trend charts load", async () => {
   assert.equal(await images.count(), 10);
   await page.waitForFunction(() => [...document.querySelectorAll(".charts img")].every((i) => i.complete && i.naturalWidth > 0));
 });
+
+test("the page fits a wall screen and a laptop without sideways scrolling", async () => {
+  for (const [name, width, height] of [["wall", 1920, 1080], ["laptop", 1366, 768]]) {
+    await page.setViewportSize({ width, height });
+    await page.evaluate(() => window.scrollTo(0, 0));
+    await page.waitForTimeout(200);
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `${name}: ${overflow}px wider than the window`);
+    // On the wall screen not even a table may need sideways scrolling.
+    const selector = name === "wall" ? ".panel, .split > div, .panel .scroll" : ".panel, .split > div";
+    const clipped = await page.evaluate((sel) =>
+      [...document.querySelectorAll(sel)]
+        .filter((n) => n.offsetParent !== null && n.scrollWidth > n.clientWidth + 1)
+        .map((n) => n.id || n.firstElementChild?.id || n.className), selector);
+    assert.deepEqual(clipped, [], `${name}: content wider than its panel`);
+    const valueSize = await page.locator('[data-live="active_calls"] .value').evaluate((n) => parseFloat(getComputedStyle(n).fontSize));
+    assert.ok(valueSize >= 28, `${name}: live figures are large (${valueSize}px)`);
+    await page.screenshot({ path: join(SHOTS, `dashboard-${name}.png`) });
+  }
+});
