@@ -110,8 +110,11 @@ impl LiveHub {
             return;
         }
         inner.seq += 1;
+        if self.tx.receiver_count() == 0 {
+            return; // nobody is watching: nothing to render
+        }
         let json = dto::live_delta(&inner.board, inner.seq, changes, crate::pipeline::now()).into();
-        // No receiver is not an error: nobody is watching.
+        // A receiver may have gone since the count: not an error.
         let _ = self.tx.send(Arc::new(Message {
             seq: inner.seq,
             json,
