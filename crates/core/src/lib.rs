@@ -3,6 +3,7 @@
 //! Nothing here does I/O or reads the clock; the current time comes in as a parameter. Adapters
 //! (HTTP, storage, LiveKit decoding) live in the server crate and convert to and from these types.
 
+pub mod alerts;
 pub mod cdr;
 pub mod event;
 pub mod live;
