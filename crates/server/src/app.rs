@@ -5,7 +5,7 @@ use crate::config::ServeArgs;
 use crate::http::{self, AppState, IngestCounters};
 use crate::ingest::livekit::WebhookVerifier;
 use crate::live::LiveHub;
-use crate::{pipeline, simulate, store};
+use crate::{alerting, pipeline, simulate, store};
 use anyhow::{Context, bail};
 use rand::Rng;
 use std::net::SocketAddr;
@@ -67,6 +67,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     }
     let params = args.cdr.build_params()?;
     let metric_settings = args.metrics.settings();
+    let alert_config = Arc::new(alerting::load(args.config_file.as_deref())?);
     let store = store::open(&args.store.database, metric_settings.params)
         .await
         .with_context(|| format!("opening {}", args.store.database))?;
@@ -101,6 +102,25 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         state.counters.clone(),
         shutdown.clone(),
     ))];
+    let evaluator =
+        alerting::Evaluator::load(state.store.as_ref(), alert_config.clone(), state.metrics.tz)
+            .await
+            .context("loading alert states")?;
+    let deliver_wake = Arc::new(Notify::new());
+    tasks.push(tokio::spawn(alerting::run_evaluator(
+        evaluator,
+        state.store.clone(),
+        state.live.clone(),
+        state.metrics.params,
+        deliver_wake.clone(),
+        shutdown.clone(),
+    )));
+    tasks.push(tokio::spawn(alerting::run_deliverer(
+        state.store.clone(),
+        alert_config,
+        deliver_wake,
+        shutdown.clone(),
+    )));
     let router = http::router(state.clone());
     let server_shutdown = shutdown.clone();
     tasks.push(tokio::spawn(async move {

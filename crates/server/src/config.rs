@@ -196,6 +196,9 @@ pub struct ServeArgs {
     /// Demo: days of past calls written into an empty database at start (0: none).
     #[arg(long, env = "CALLPULSE_DEMO_HISTORY_DAYS", default_value_t = 14)]
     pub demo_history_days: u32,
+    /// The configuration file, for its structured sections (`[alerts]`); set by `main`.
+    #[arg(skip)]
+    pub config_file: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -322,6 +325,9 @@ pub fn args_with_config_file(args: Vec<OsString>) -> anyhow::Result<Vec<OsString
     };
     let mut inserted = Vec::new();
     for (key, value) in &table {
+        if key == "alerts" {
+            continue; // structured: read by the alerting, not a flag
+        }
         let flag = key.replace('_', "-");
         let Some(arg) = sub
             .get_arguments()

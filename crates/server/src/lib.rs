@@ -2,6 +2,7 @@
 //! come in through `http` and `ingest`, are appended to the event log in `store`, and the
 //! `pipeline` turns them into CDRs with the core's builder.
 
+pub mod alerting;
 pub mod app;
 pub mod charts;
 pub mod config;

@@ -28,6 +28,8 @@ pub const DEFAULT_BACKLOG: usize = 256;
 struct Inner {
     board: LiveBoard,
     seq: u64,
+    /// The notices of the alerts firing now.
+    alerts: Vec<serde_json::Value>,
 }
 
 /// The live board and the channel its deltas go out on.
@@ -43,6 +45,7 @@ impl LiveHub {
             inner: Mutex::new(Inner {
                 board: LiveBoard::default(),
                 seq: 0,
+                alerts: Vec::new(),
             }),
             tx: broadcast::channel(backlog.max(1)).0,
         }
@@ -105,15 +108,42 @@ impl LiveHub {
         }
     }
 
+    /// Replaces the active alerts; broadcasts a delta if they changed.
+    pub fn set_alerts(&self, alerts: Vec<serde_json::Value>) {
+        let mut inner = self.lock();
+        if inner.alerts == alerts {
+            return;
+        }
+        inner.alerts = alerts;
+        self.publish_with(&mut inner, &[], true);
+    }
+
+    /// The live figures at `now`.
+    pub fn summary(&self, now: Timestamp) -> callpulse_core::live::LiveSummary {
+        self.lock().board.summary(now)
+    }
+
     fn publish(&self, inner: &mut Inner, changes: &[BoardChange]) {
         if changes.is_empty() {
             return;
         }
+        self.publish_with(inner, changes, false);
+    }
+
+    fn publish_with(&self, inner: &mut Inner, changes: &[BoardChange], alerts_changed: bool) {
         inner.seq += 1;
         if self.tx.receiver_count() == 0 {
             return; // nobody is watching: nothing to render
         }
-        let json = dto::live_delta(&inner.board, inner.seq, changes, crate::pipeline::now()).into();
+        let json = dto::live_delta(
+            &inner.board,
+            &inner.alerts,
+            inner.seq,
+            changes,
+            alerts_changed,
+            crate::pipeline::now(),
+        )
+        .into();
         // A receiver may have gone since the count: not an error.
         let _ = self.tx.send(Arc::new(Message {
             seq: inner.seq,
@@ -126,14 +156,20 @@ impl LiveHub {
         let inner = self.lock();
         Message {
             seq: inner.seq,
-            json: dto::live_snapshot(&inner.board, inner.seq, crate::pipeline::now()).into(),
+            json: dto::live_snapshot(
+                &inner.board,
+                &inner.alerts,
+                inner.seq,
+                crate::pipeline::now(),
+            )
+            .into(),
         }
     }
 
     /// The snapshot as a JSON value (`GET /api/v1/live`).
     pub fn snapshot_value(&self, now: Timestamp) -> serde_json::Value {
         let inner = self.lock();
-        dto::live_snapshot_value(&inner.board, inner.seq, now)
+        dto::live_snapshot_value(&inner.board, &inner.alerts, inner.seq, now)
     }
 
     /// A snapshot and a subscription taken together, so no delta is missed or seen twice.
@@ -142,7 +178,13 @@ impl LiveHub {
         let rx = self.tx.subscribe();
         let snapshot = Message {
             seq: inner.seq,
-            json: dto::live_snapshot(&inner.board, inner.seq, crate::pipeline::now()).into(),
+            json: dto::live_snapshot(
+                &inner.board,
+                &inner.alerts,
+                inner.seq,
+                crate::pipeline::now(),
+            )
+            .into(),
         };
         (snapshot, rx)
     }

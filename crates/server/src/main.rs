@@ -21,7 +21,10 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(mut args) => {
+                args.config_file = Some(cli.config.clone());
+                serve(args).await
+            }
             Command::Rebuild(args) => run_rebuild(args).await,
             Command::Simulate(args) => run_simulate(args).await,
             Command::Report(args) => report::run(args).await,

@@ -213,7 +213,11 @@ fn agent_json(
     })
 }
 
-fn live_summary_json(board: &callpulse_core::live::LiveBoard, now: Timestamp) -> serde_json::Value {
+fn live_summary_json(
+    board: &callpulse_core::live::LiveBoard,
+    alerts: &[serde_json::Value],
+    now: Timestamp,
+) -> serde_json::Value {
     let s = board.summary(now);
     serde_json::json!({
         "active_calls": s.active_calls,
@@ -226,7 +230,7 @@ fn live_summary_json(board: &callpulse_core::live::LiveBoard, now: Timestamp) ->
             "away": s.agents_away,
             "offline": s.agents_offline,
         },
-        "active_alerts": 0,
+        "active_alerts": alerts.len(),
     })
 }
 
@@ -237,6 +241,7 @@ fn recent_json(board: &callpulse_core::live::LiveBoard) -> serde_json::Value {
 /// The live snapshot (`GET /api/v1/live`, and the first WebSocket message).
 pub fn live_snapshot_value(
     board: &callpulse_core::live::LiveBoard,
+    alerts: &[serde_json::Value],
     seq: u64,
     now: Timestamp,
 ) -> serde_json::Value {
@@ -244,7 +249,7 @@ pub fn live_snapshot_value(
         "type": "snapshot",
         "seq": seq,
         "at": rfc3339(now),
-        "summary": live_summary_json(board, now),
+        "summary": live_summary_json(board, alerts, now),
         "calls": board.calls().into_iter().map(live_call_json).collect::<Vec<_>>(),
         "agents": board
             .agents()
@@ -252,20 +257,27 @@ pub fn live_snapshot_value(
             .map(|(a, s, at)| agent_json(&a, s, at))
             .collect::<Vec<_>>(),
         "recent_calls": recent_json(board),
-        "alerts": [],
+        "alerts": alerts,
     })
 }
 
-pub fn live_snapshot(board: &callpulse_core::live::LiveBoard, seq: u64, now: Timestamp) -> String {
-    live_snapshot_value(board, seq, now).to_string()
+pub fn live_snapshot(
+    board: &callpulse_core::live::LiveBoard,
+    alerts: &[serde_json::Value],
+    seq: u64,
+    now: Timestamp,
+) -> String {
+    live_snapshot_value(board, alerts, seq, now).to_string()
 }
 
 /// A delta: the summary now, the calls changed or ended, the agents changed, and the recent
-/// finished calls whole when they changed.
+/// finished calls and the active alerts whole when they changed.
 pub fn live_delta(
     board: &callpulse_core::live::LiveBoard,
+    alerts: &[serde_json::Value],
     seq: u64,
     changes: &[callpulse_core::live::BoardChange],
+    alerts_changed: bool,
     now: Timestamp,
 ) -> String {
     let mut calls = std::collections::BTreeMap::new();
@@ -286,7 +298,7 @@ pub fn live_delta(
         "type": "delta",
         "seq": seq,
         "at": rfc3339(now),
-        "summary": live_summary_json(board, now),
+        "summary": live_summary_json(board, alerts, now),
         "calls": calls.values().map(|c| live_call_json(c)).collect::<Vec<_>>(),
         "ended": ended,
         "agents": board
@@ -298,6 +310,9 @@ pub fn live_delta(
     });
     if changes.iter().any(|c| c.recent) {
         delta["recent_calls"] = recent_json(board);
+    }
+    if alerts_changed {
+        delta["alerts"] = serde_json::json!(alerts);
     }
     delta.to_string()
 }

@@ -1,6 +1,7 @@
 //! The HTTP adapter: the one list of routes, the shared state, and helpers every handler uses.
 //! Only this module knows the JSON shapes of the API.
 
+mod alerts;
 mod cdrs;
 mod charts;
 mod dashboard;
@@ -120,6 +121,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/metrics", get(metrics::get_metrics))
         .route("/api/v1/summary", get(metrics::get_summary))
         .route("/api/v1/ingest", get(ingest_stats))
+        .route("/api/v1/alerts", get(alerts::get_alerts))
         .route("/api/v1/charts/{file}", get(charts::get_chart))
         .route("/api/v1/live", get(live::get_live))
         .route("/api/v1/live/ws", get(live::live_socket))

@@ -41,6 +41,37 @@ pub struct NewEvent {
     pub agent_report: Option<AgentReport>,
 }
 
+/// A firing alert as stored: its rule, key and the notice that fired it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredAlert {
+    pub rule: String,
+    pub key: String,
+    pub since: Timestamp,
+    pub notice: serde_json::Value,
+}
+
+/// An alert transition to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRecord {
+    pub rule: String,
+    pub key: String,
+    /// `firing` or `resolved`.
+    pub status: &'static str,
+    pub at: Timestamp,
+    /// The notice, as channels will render it.
+    pub notice: serde_json::Value,
+}
+
+/// One notice to deliver to one channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub id: i64,
+    pub notice_id: i64,
+    pub channel: String,
+    pub attempts: i64,
+    pub notice: serde_json::Value,
+}
+
 /// An agent's state as the application reported it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentReport {
@@ -224,6 +255,39 @@ pub trait Store: Send + Sync + 'static {
     async fn recent_finished(&self, limit: i64) -> Result<Vec<Cdr>, StoreError>;
     /// Each agent's latest reported state.
     async fn agent_states(&self) -> Result<Vec<AgentReport>, StoreError>;
+
+    /// Per trunk, the outcomes of its calls that ended at or after `since`, latest end first, at
+    /// most `per_trunk` of them.
+    async fn last_outcomes_by_trunk(
+        &self,
+        since: Timestamp,
+        per_trunk: i64,
+    ) -> Result<Vec<(String, Vec<Outcome>)>, StoreError>;
+
+    /// Every alert that is firing, as stored.
+    async fn firing_alerts(&self) -> Result<Vec<StoredAlert>, StoreError>;
+    /// Records an alert's transition in one transaction: its new state, the notice, and one
+    /// pending delivery per channel. Returns the notice id.
+    async fn record_alert_transition(
+        &self,
+        transition: &AlertRecord,
+        channels: &[String],
+    ) -> Result<i64, StoreError>;
+    /// Deliveries not yet accepted whose next attempt is due at `now`, oldest first.
+    async fn due_deliveries(&self, now: Timestamp, limit: i64)
+    -> Result<Vec<Delivery>, StoreError>;
+    /// The receiver accepted the delivery.
+    async fn delivery_done(&self, id: i64, now: Timestamp) -> Result<(), StoreError>;
+    /// The attempt failed; try again at `next`.
+    async fn delivery_failed(
+        &self,
+        id: i64,
+        next: Timestamp,
+        error: &str,
+    ) -> Result<(), StoreError>;
+    /// The latest notices, newest first, with how many of their deliveries are still pending.
+    async fn recent_notices(&self, limit: i64)
+    -> Result<Vec<(serde_json::Value, i64)>, StoreError>;
     async fn call_timeline(&self, call_id: &str) -> Result<Vec<TimelineEntry>, StoreError>;
 
     /// Raw log rows after `seq`, for rebuilds.

@@ -3,8 +3,9 @@
 
 use super::rollup::{self, Level, RollupKey, Slice};
 use super::{
-    AgentReport, Appended, CdrQuery, MetricFilter, NewEvent, Quarantined, RawEvent, RollupRow,
-    Store, StoreError, TimelineEntry, event_index, parse_source, source_name,
+    AgentReport, AlertRecord, Appended, CdrQuery, Delivery, MetricFilter, NewEvent, Quarantined,
+    RawEvent, RollupRow, Store, StoreError, StoredAlert, TimelineEntry, event_index, parse_source,
+    source_name,
 };
 use super::{Buckets, SliceFilter};
 use async_trait::async_trait;
@@ -645,6 +646,178 @@ impl Store for SqliteStore {
                     },
                 })
             })
+            .collect()
+    }
+
+    async fn last_outcomes_by_trunk(
+        &self,
+        since: Timestamp,
+        per_trunk: i64,
+    ) -> Result<Vec<(String, Vec<Outcome>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT trunk_id, outcome FROM (
+                 SELECT trunk_id, outcome, end_ms, call_id, ROW_NUMBER() OVER (
+                     PARTITION BY trunk_id ORDER BY end_ms DESC, call_id DESC) AS n
+                 FROM cdrs WHERE end_ms >= ? AND trunk_id IS NOT NULL)
+             WHERE n <= ? ORDER BY trunk_id, end_ms DESC, call_id DESC",
+        )
+        .bind(since.millis())
+        .bind(per_trunk)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: Vec<(String, Vec<Outcome>)> = Vec::new();
+        for r in rows {
+            let trunk: String = r.get("trunk_id");
+            let outcome: &str = r.get("outcome");
+            let outcome = Outcome::parse(outcome)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown outcome `{outcome}`")))?;
+            match out.last_mut() {
+                Some((t, list)) if *t == trunk => list.push(outcome),
+                _ => out.push((trunk, vec![outcome])),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn firing_alerts(&self) -> Result<Vec<StoredAlert>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT rule, key, since_ms, notice FROM alert_states WHERE state = 'firing'
+             ORDER BY since_ms, rule, key",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredAlert {
+                    rule: r.get("rule"),
+                    key: r.get("key"),
+                    since: Timestamp(r.get("since_ms")),
+                    notice: decode_json(r.get::<&str, _>("notice"))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn record_alert_transition(
+        &self,
+        t: &AlertRecord,
+        channels: &[String],
+    ) -> Result<i64, StoreError> {
+        let notice = t.notice.to_string();
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "INSERT INTO alert_states (rule, key, state, since_ms, notice) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (rule, key) DO UPDATE
+             SET state = excluded.state, since_ms = excluded.since_ms, notice = excluded.notice",
+        )
+        .bind(&t.rule)
+        .bind(&t.key)
+        .bind(if t.status == "firing" {
+            "firing"
+        } else {
+            "inactive"
+        })
+        .bind(t.at.millis())
+        .bind(&notice)
+        .execute(&mut *tx)
+        .await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO alert_notices (rule, key, status, created_ms, body) VALUES (?, ?, ?, ?, ?)
+             RETURNING id",
+        )
+        .bind(&t.rule)
+        .bind(&t.key)
+        .bind(t.status)
+        .bind(t.at.millis())
+        .bind(&notice)
+        .fetch_one(&mut *tx)
+        .await?;
+        for channel in channels {
+            sqlx::query(
+                "INSERT INTO alert_deliveries (notice_id, channel, next_attempt_ms) VALUES (?, ?, ?)",
+            )
+            .bind(id)
+            .bind(channel)
+            .bind(t.at.millis())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn due_deliveries(
+        &self,
+        now: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.id, d.notice_id, d.channel, d.attempts, n.body FROM alert_deliveries d
+             JOIN alert_notices n ON n.id = d.notice_id
+             WHERE d.delivered_ms IS NULL AND d.next_attempt_ms <= ?
+             ORDER BY d.notice_id, d.id LIMIT ?",
+        )
+        .bind(now.millis())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Delivery {
+                    id: r.get("id"),
+                    notice_id: r.get("notice_id"),
+                    channel: r.get("channel"),
+                    attempts: r.get("attempts"),
+                    notice: decode_json(r.get::<&str, _>("body"))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn delivery_done(&self, id: i64, now: Timestamp) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE alert_deliveries SET delivered_ms = ?, attempts = attempts + 1, last_error = NULL
+             WHERE id = ?",
+        )
+        .bind(now.millis())
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn delivery_failed(
+        &self,
+        id: i64,
+        next: Timestamp,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE alert_deliveries SET attempts = attempts + 1, next_attempt_ms = ?, last_error = ?
+             WHERE id = ?",
+        )
+        .bind(next.millis())
+        .bind(error)
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn recent_notices(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<(serde_json::Value, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT n.body, (SELECT COUNT(*) FROM alert_deliveries d
+                             WHERE d.notice_id = n.id AND d.delivered_ms IS NULL) AS pending
+             FROM alert_notices n ORDER BY n.id DESC LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((decode_json(r.get::<&str, _>("body"))?, r.get("pending"))))
             .collect()
     }
 

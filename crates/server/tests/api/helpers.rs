@@ -20,6 +20,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub running: Running,
     pub db_url: String,
+    pub config_path: Option<std::path::PathBuf>,
     pub _dir: tempfile::TempDir,
 }
 
@@ -32,11 +33,33 @@ pub async fn spawn_app() -> TestApp {
         client: reqwest::Client::new(),
         running,
         db_url,
+        config_path: None,
+        _dir: dir,
+    }
+}
+
+/// A server whose configuration file holds `config` (for its `[alerts]`).
+pub async fn spawn_app_with_config(config: &str) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db_url = format!("sqlite://{}", dir.path().join("callpulse.db").display());
+    let path = dir.path().join("callpulse.toml");
+    std::fs::write(&path, config).expect("config written");
+    let running = start_with_config(&db_url, Some(&path)).await;
+    TestApp {
+        base: format!("http://{}", running.addr),
+        client: reqwest::Client::new(),
+        running,
+        db_url,
+        config_path: Some(path),
         _dir: dir,
     }
 }
 
 pub async fn start(db_url: &str) -> Running {
+    start_with_config(db_url, None).await
+}
+
+pub async fn start_with_config(db_url: &str, config: Option<&std::path::Path>) -> Running {
     let keys = format!("{KEY}:{SECRET},{KEY2}:{SECRET2}");
     let max_body = MAX_BODY.to_string();
     let cli = Cli::try_parse_from([
@@ -54,9 +77,10 @@ pub async fn start(db_url: &str) -> Running {
         &max_body,
     ])
     .expect("test arguments parse");
-    let Command::Serve(args) = cli.command else {
+    let Command::Serve(mut args) = cli.command else {
         unreachable!("serve was given")
     };
+    args.config_file = config.map(std::path::Path::to_path_buf);
     app::start(args).await.expect("server starts")
 }
 

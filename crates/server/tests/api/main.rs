@@ -1,5 +1,6 @@
 //! API tests: each starts the real server on port 0 with its own SQLite file.
 
+mod alerts;
 mod cdrs;
 mod demo;
 mod events;
