@@ -4,6 +4,7 @@
 #  - cargo-nextest runs the Rust tests when present; plain `cargo test` otherwise.
 #  - Debian's chromium and Node.js with playwright-core (tests/browser) run the dashboard tests;
 #    screenshots land in target/screenshots/.
+#  - Debian's prometheus-alertmanager is the real Alertmanager the alerting test delivers to.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,13 +26,13 @@ apt_install() {
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
 }
-if [ ! -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ]; then
-  echo "== installing chromium"
-  apt_install chromium
-fi
-if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-  echo "== installing node.js"
-  apt_install nodejs npm
+missing=()
+[ -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ] || missing+=(chromium)
+[ -x "${CALLPULSE_ALERTMANAGER:-/usr/bin/prometheus-alertmanager}" ] || missing+=(prometheus-alertmanager)
+{ command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; } || missing+=(nodejs npm)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing ${missing[*]}"
+  apt_install "${missing[@]}"
 fi
 echo "== installing the browser test requirements (playwright-core)"
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)

@@ -164,6 +164,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
             speed: 1.0,
             seed: None,
             ack_log: None,
+            failure_share: 0.0,
         };
         let demo_shutdown = shutdown.clone();
         tasks.push(tokio::spawn(async move {

@@ -301,10 +301,20 @@ pub struct SimulateArgs {
     /// Append the id of every event the server acknowledged (2xx) to this file, one per line.
     #[arg(long)]
     pub ack_log: Option<PathBuf>,
+    /// Share of calls (0 to 1) that fail at the trunk, to drive an outage (and its alerts).
+    #[arg(long, default_value_t = 0.0, value_parser = share)]
+    pub failure_share: f64,
 }
 
 /// Command-line arguments with the configuration file's settings inserted where neither a flag
 /// nor an environment variable sets them.
+fn share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("`{s}` is not a share from 0 to 1")),
+    }
+}
+
 pub fn args_with_config_file(args: Vec<OsString>) -> anyhow::Result<Vec<OsString>> {
     let path = config_path(&args);
     let text = match std::fs::read_to_string(&path) {

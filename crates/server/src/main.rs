@@ -110,6 +110,7 @@ async fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
         speed: args.speed,
         seed: args.seed,
         ack_log: args.ack_log,
+        failure_share: args.failure_share,
     };
     let token = CancellationToken::new();
     tokio::spawn(shutdown_signal(token.clone()));

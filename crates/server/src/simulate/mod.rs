@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use scenario::{CallScript, Payload, Step, random_call};
+pub use scenario::{CallScript, Payload, Step, random_call, trunk_failure_call};
 
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -36,6 +36,8 @@ pub struct SimConfig {
     pub speed: f64,
     pub seed: Option<u64>,
     pub ack_log: Option<PathBuf>,
+    /// Share of calls (0 to 1) that fail at the trunk instead of following the usual mix.
+    pub failure_share: f64,
 }
 
 /// What a run sent and what the server acknowledged.
@@ -97,7 +99,12 @@ pub async fn run(config: SimConfig, shutdown: CancellationToken) -> anyhow::Resu
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(Duration::from_secs_f64(gap.min(60.0))) => {}
         }
-        let script = random_call(&mut rng, chrono::Utc::now().timestamp_millis());
+        let t0 = chrono::Utc::now().timestamp_millis();
+        let script = if config.failure_share > 0.0 && rng.gen_bool(config.failure_share.min(1.0)) {
+            trunk_failure_call(&mut rng, t0)
+        } else {
+            random_call(&mut rng, t0)
+        };
         let seed = rng.r#gen::<u64>();
         calls += 1;
         let t0 = tokio::time::Instant::now();

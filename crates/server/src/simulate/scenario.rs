@@ -175,6 +175,15 @@ impl<R: Rng> Builder<'_, R> {
 /// A random call starting at `t0` (epoch ms), by the traffic mix of a contact centre.
 pub fn random_call(rng: &mut impl Rng, t0: i64) -> CallScript {
     let inbound = rng.gen_bool(0.75);
+    call(rng, t0, inbound, false)
+}
+
+/// An outbound call that the trunk fails (a 503), as during a carrier outage.
+pub fn trunk_failure_call(rng: &mut impl Rng, t0: i64) -> CallScript {
+    call(rng, t0, false, true)
+}
+
+fn call(rng: &mut impl Rng, t0: i64, inbound: bool, trunk_fails: bool) -> CallScript {
     let room = Room {
         sid: wire::guid(rng, "RM_"),
         name: if inbound {
@@ -195,7 +204,7 @@ pub fn random_call(rng: &mut impl Rng, t0: i64) -> CallScript {
     if inbound {
         inbound_call(&mut b)
     } else {
-        outbound_call(&mut b)
+        outbound_call(&mut b, trunk_fails)
     }
 }
 
@@ -295,13 +304,17 @@ fn inbound_call<R: Rng>(b: &mut Builder<'_, R>) -> CallScript {
     b.finish(end, recorded)
 }
 
-fn outbound_call<R: Rng>(b: &mut Builder<'_, R>) -> CallScript {
+fn outbound_call<R: Rng>(b: &mut Builder<'_, R>, trunk_fails: bool) -> CallScript {
     let t0 = b.t0;
     let agent_at = t0 + 300;
     b.agent(agent_at, "outbound-caller");
     let join = agent_at + b.rng.gen_range(500..1_500);
     let (sip, call_id) = b.sip(false, join, "dialing");
-    let roll: f64 = b.rng.gen_range(0.0..1.0);
+    let roll: f64 = if trunk_fails {
+        0.27
+    } else {
+        b.rng.gen_range(0.0..1.0)
+    };
     let (end, status, reason) = if roll < 0.12 {
         b.app(
             "sip_error",

@@ -304,3 +304,143 @@ async fn pending_notices_are_delivered_once_after_a_restart() {
         "still firing after the restart"
     );
 }
+
+/// A real Prometheus Alertmanager (Debian's `prometheus-alertmanager`) on a free loopback port.
+struct Alertmanager {
+    url: String,
+    _child: tokio::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_alertmanager() -> Alertmanager {
+    let binary = std::env::var("CALLPULSE_ALERTMANAGER")
+        .unwrap_or_else(|_| "/usr/bin/prometheus-alertmanager".into());
+    assert!(
+        std::path::Path::new(&binary).exists(),
+        "{binary} is missing: install Debian's prometheus-alertmanager (scripts/test.sh does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("alertmanager.yml");
+    std::fs::write(
+        &config,
+        "route:\n  receiver: nobody\n  group_wait: 1s\nreceivers:\n  - name: nobody\n",
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = tokio::process::Command::new(binary)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--cluster.listen-address=")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("alertmanager starts");
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while reqwest::get(format!("{url}/-/ready"))
+        .await
+        .map_or(true, |r| !r.status().is_success())
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "alertmanager never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Alertmanager {
+        url,
+        _child: child,
+        _dir: dir,
+    }
+}
+
+/// Alertmanager's active alerts named `name`.
+async fn active_in(am: &Alertmanager, name: &str) -> Vec<Value> {
+    let alerts: Vec<Value> = reqwest::get(format!("{}/api/v2/alerts", am.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    alerts
+        .into_iter()
+        .filter(|a| a["labels"]["alertname"] == name && a["status"]["state"] == "active")
+        .collect()
+}
+
+#[tokio::test]
+async fn a_real_alertmanager_shows_the_alert_and_then_its_resolution() {
+    let am = start_alertmanager().await;
+    let config = format!(
+        r#"
+[alerts]
+defaults = false
+interval_seconds = 1
+dashboard_url = "http://callpulse.test/"
+
+[[alerts.rules]]
+name = "failing_calls"
+metric = "error_rate"
+op = ">"
+threshold = 0.5
+clear = 0.4
+window = "30m"
+min_sample = 3
+severity = "critical"
+
+[[alerts.channels]]
+name = "am"
+type = "alertmanager"
+url = "{}"
+"#,
+        am.url
+    );
+    let app = spawn_app_with_config(&config).await;
+    for n in 0..4 {
+        post_outbound_call(&app, n, true).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let alert = loop {
+        if let Some(a) = active_in(&am, "failing_calls").await.pop() {
+            break a;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never reached Alertmanager"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(alert["labels"]["severity"], "critical");
+    assert_eq!(alert["labels"]["service"], "callpulse");
+    assert!(
+        alert["annotations"]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("failing_calls: error_rate 100.0% > 50.0%"),
+        "{alert}"
+    );
+    assert_eq!(alert["generatorURL"], "http://callpulse.test/");
+
+    for n in 10..20 {
+        post_outbound_call(&app, n, false).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !active_in(&am, "failing_calls").await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Alertmanager still shows the alert after it resolved"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, alerts) = app.get_json("/api/v1/alerts").await;
+    assert_eq!(alerts["recent"][0]["status"], "resolved");
+}

@@ -225,6 +225,7 @@ impl TestApp {
             speed: 300.0,
             seed: Some(seed),
             ack_log: None,
+            failure_share: 0.0,
         };
         callpulse_server::simulate::run(config, tokio_util::sync::CancellationToken::new())
             .await

@@ -30,6 +30,7 @@ const state = {
   calls: new Map(),
   agents: new Map(),
   recent: [],
+  alerts: [],
   liveSummary: null,
   connected: false,
   group: "trunk",
@@ -139,6 +140,7 @@ function applySnapshot(m) {
   state.calls = new Map(m.calls.map((c) => [c.call_id, c]));
   state.agents = new Map(m.agents.map((a) => [a.agent_id, a]));
   state.recent = m.recent_calls;
+  state.alerts = m.alerts;
   state.liveSummary = m.summary;
   renderLive();
 }
@@ -153,6 +155,7 @@ function applyDelta(m) {
     state.recent = m.recent_calls;
     refreshAfterCalls();
   }
+  if (m.alerts) state.alerts = m.alerts;
   renderLive();
 }
 
@@ -187,10 +190,22 @@ function renderLive() {
     `busy ${s.agents.busy} · away ${s.agents.away} · offline ${s.agents.offline}`;
   const alerts = setTile('[data-live="active_alerts"]', s.active_alerts, String(s.active_alerts));
   alerts.dataset.alert = String(s.active_alerts > 0);
+  renderAlerts();
   renderLiveCalls();
   renderAgents();
   renderJustFinished();
   renderHealth();
+}
+
+function renderAlerts() {
+  document.getElementById("alerts").replaceChildren(
+    ...state.alerts.map((a) =>
+      el("li", { class: a.severity, "data-alert": a.alert },
+        a.summary,
+        el("span", { class: "since" }, "since " + timeOf(a.started_at)),
+      ),
+    ),
+  );
 }
 
 function renderLiveCalls() {
