@@ -2,7 +2,7 @@
 //! receiver standing in for Slack, PagerDuty and a generic webhook (with a 500 first), resolution,
 //! and delivery exactly once across a restart.
 
-use crate::helpers::{TestApp, spawn_app_with_config, start_with_config};
+use crate::helpers::{TestApp, spawn_app_with_config};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -125,7 +125,7 @@ secret = "hook-secret"
 }
 
 /// An outbound call that ended a minute ago: failed at the trunk, or answered.
-async fn post_outbound_call(app: &TestApp, n: usize, failed: bool) {
+async fn post_outbound_call(app: &impl PostWebhook, n: usize, failed: bool) {
     use rand::SeedableRng;
     let mut rng = rand::rngs::StdRng::seed_from_u64(n as u64);
     let now = chrono::Utc::now().timestamp_millis();
@@ -164,7 +164,24 @@ async fn post_outbound_call(app: &TestApp, n: usize, failed: bool) {
             false,
         ),
     ] {
-        assert_eq!(app.post_webhook(&body).await.status(), 200);
+        assert_eq!(app.post_signed(&body).await, 200);
+    }
+}
+
+/// Anything that can post a signed webhook: an in-process app or a server process.
+trait PostWebhook {
+    async fn post_signed(&self, body: &[u8]) -> u16;
+}
+
+impl PostWebhook for TestApp {
+    async fn post_signed(&self, body: &[u8]) -> u16 {
+        self.post_webhook(body).await.status().as_u16()
+    }
+}
+
+impl PostWebhook for crate::helpers::RemoteApp {
+    async fn post_signed(&self, body: &[u8]) -> u16 {
+        self.post_webhook(body).await.status().as_u16()
     }
 }
 
@@ -247,52 +264,94 @@ async fn an_alert_fires_and_resolves_on_every_channel_with_retries_and_a_signatu
     assert_eq!(receiver.bodies("pagerduty").len(), 2, "nothing fires twice");
 }
 
+/// `callpulse serve` as its own process (the built binary), so it can be killed with SIGKILL.
+struct ServeProcess {
+    child: tokio::process::Child,
+    base: String,
+}
+
+async fn serve_process(dir: &std::path::Path, config: &str) -> ServeProcess {
+    use tokio::io::AsyncBufReadExt;
+    let path = dir.join("callpulse.toml");
+    std::fs::write(&path, config).unwrap();
+    let keys = format!("{}:{}", crate::helpers::KEY, crate::helpers::SECRET);
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_callpulse"))
+        .arg(format!("--config={}", path.display()))
+        .args(["serve", "--listen", "127.0.0.1:0", "--livekit-keys", &keys])
+        .arg(format!(
+            "--database=sqlite://{}",
+            dir.join("callpulse.db").display()
+        ))
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("callpulse starts");
+    // Its log goes to standard error.
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.split("callpulse listening addr=").nth(1) {
+                return rest.split_whitespace().next().unwrap().to_owned();
+            }
+        }
+        panic!("callpulse exited before listening")
+    })
+    .await
+    .expect("callpulse listens within 30 s");
+    // Keep draining its output so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    ServeProcess {
+        child,
+        base: format!("http://{addr}"),
+    }
+}
+
 #[tokio::test]
-async fn pending_notices_are_delivered_once_after_a_restart() {
+async fn notices_pending_at_a_kill_9_are_delivered_once_after_the_restart() {
     let receiver = Receiver::default();
-    // The receiver is down (500) until it has refused three times.
+    // The webhook receiver refuses (500) three times before it accepts.
     receiver.failures.lock().unwrap().insert("hook".into(), 3);
     let url = start_receiver(receiver.clone()).await;
-    let config = config(&url);
-    let app = spawn_app_with_config(&config).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = serve_process(dir.path(), &config(&url)).await;
+    let client = TestApp::client_for(&first.base);
     for n in 0..4 {
-        post_outbound_call(&app, n, true).await;
+        post_outbound_call(&client, n, true).await;
     }
     receiver.wait_for("hook", 1).await;
-    // Stop while the webhook delivery is still pending.
-    app.running.shutdown.cancel();
-    let TestApp {
-        running,
-        db_url,
-        _dir,
-        config_path,
-        ..
-    } = app;
-    running.join().await;
+    // SIGKILL while the webhook delivery is pending (its retry is a second away).
+    first.child.start_kill().unwrap();
+    first.child.wait().await.unwrap();
+    assert!(
+        receiver.bodies("hook").len() < 4,
+        "still pending when killed"
+    );
 
-    let again = start_with_config(&db_url, config_path.as_deref()).await;
-    let hooks = receiver.wait_for("hook", 4).await;
+    let again = serve_process(dir.path(), &config(&url)).await;
+    receiver.wait_for("hook", 4).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let hooks_after = receiver.bodies("hook");
+    let hooks = receiver.bodies("hook");
     assert_eq!(
-        hooks_after.len(),
+        hooks.len(),
         4,
         "three refusals, then one acceptance: {hooks:?}"
     );
-    assert!(hooks_after.iter().all(|h| h["status"] == "firing"));
+    assert!(hooks.iter().all(|h| h["status"] == "firing"));
     assert!(
-        hooks_after
+        hooks
             .iter()
-            .all(|h| h["notice_id"] == hooks_after[0]["notice_id"]),
+            .all(|h| h["notice_id"] == hooks[0]["notice_id"]),
         "the same notice, never a second firing"
     );
-    let slack = receiver.bodies("slack");
     assert_eq!(
-        slack.len(),
+        receiver.bodies("slack").len(),
         1,
-        "slack had it before the restart and not again"
+        "slack had it before the kill, not again"
     );
-    let alerts: Value = reqwest::get(format!("http://{}/api/v1/alerts", again.addr))
+    assert_eq!(receiver.bodies("pagerduty").len(), 1);
+    let alerts: Value = reqwest::get(format!("{}/api/v1/alerts", again.base))
         .await
         .unwrap()
         .json()
@@ -303,6 +362,12 @@ async fn pending_notices_are_delivered_once_after_a_restart() {
         1,
         "still firing after the restart"
     );
+    assert_eq!(
+        alerts["recent"].as_array().unwrap().len(),
+        1,
+        "one notice in all"
+    );
+    assert_eq!(alerts["recent"][0]["pending_deliveries"], 0);
 }
 
 /// A real Prometheus Alertmanager (Debian's `prometheus-alertmanager`) on a free loopback port.

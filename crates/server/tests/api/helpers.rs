@@ -20,7 +20,6 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub running: Running,
     pub db_url: String,
-    pub config_path: Option<std::path::PathBuf>,
     pub _dir: tempfile::TempDir,
 }
 
@@ -33,7 +32,6 @@ pub async fn spawn_app() -> TestApp {
         client: reqwest::Client::new(),
         running,
         db_url,
-        config_path: None,
         _dir: dir,
     }
 }
@@ -50,7 +48,6 @@ pub async fn spawn_app_with_config(config: &str) -> TestApp {
         client: reqwest::Client::new(),
         running,
         db_url,
-        config_path: Some(path),
         _dir: dir,
     }
 }
@@ -109,6 +106,14 @@ pub fn sign(body: &[u8]) -> String {
 }
 
 impl TestApp {
+    /// A client for a server that runs elsewhere (another process) at `base`.
+    pub fn client_for(base: &str) -> RemoteApp {
+        RemoteApp {
+            base: base.to_owned(),
+            client: reqwest::Client::new(),
+        }
+    }
+
     pub async fn post_webhook_raw(
         &self,
         body: Vec<u8>,
@@ -263,4 +268,23 @@ pub fn fixture_shifted(name: &str, shift_s: i64) -> Vec<u8> {
 pub fn fixture_recent(name: &str) -> Vec<u8> {
     let now_s = chrono::Utc::now().timestamp();
     fixture_shifted(name, now_s - 60 - SAMPLE_EPOCH_S)
+}
+
+/// A server reached over HTTP only (another process).
+pub struct RemoteApp {
+    pub base: String,
+    pub client: reqwest::Client,
+}
+
+impl RemoteApp {
+    pub async fn post_webhook(&self, body: &[u8]) -> reqwest::Response {
+        self.client
+            .post(format!("{}/webhooks/livekit", self.base))
+            .header("Content-Type", "application/webhook+json")
+            .header("Authorization", sign(body))
+            .body(body.to_vec())
+            .send()
+            .await
+            .expect("request sent")
+    }
 }
