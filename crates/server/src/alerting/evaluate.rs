@@ -25,6 +25,8 @@ struct Reading {
     observation: Observation,
     value: Option<f64>,
     sample: i64,
+    /// Per trunk: the failed calls in a row at the latest end, when the rule counts them.
+    failed_in_row: Option<u32>,
 }
 
 /// The alerts' states, kept between ticks; firing ones are also in the store.
@@ -228,6 +230,7 @@ impl Evaluator {
             observation,
             value: Some(value),
             sample: 1,
+            failed_in_row: None,
         }
     }
 
@@ -260,8 +263,12 @@ impl Evaluator {
             Source::Live(_) => String::new(),
         };
         let subject = trunk_of(key).map_or_else(String::new, |t| format!(" on {t}"));
+        let in_row = match (r.failed_in_row, rule.consecutive_failures) {
+            (Some(n), Some(limit)) if n >= limit => format!("; {n} failed calls in a row"),
+            _ => String::new(),
+        };
         let summary = format!(
-            "{}{subject}: {metric} {} {} {}{window}",
+            "{}{subject}: {metric} {} {} {}{window}{in_row}",
             rule.name,
             r.value.map_or_else(|| "n/a".into(), shown),
             rule.comparison.as_str(),
@@ -281,6 +288,7 @@ impl Evaluator {
             "window_seconds": rule.window_ms / 1000,
             "sample": r.sample,
             "min_sample": rule.min_sample,
+            "failed_in_row": r.failed_in_row,
             "started_at": rfc3339(started),
             "ended_at": ended.map(rfc3339),
             "summary": summary,
@@ -303,6 +311,7 @@ fn window_reading(rule: &Rule, metric: &str, tally: &Tally) -> Reading {
         ),
         value,
         sample,
+        failed_in_row: None,
     }
 }
 
@@ -365,6 +374,7 @@ fn trunk_reading(rule: &Rule, rate: Reading, streak: Streak) -> Reading {
             breached,
             cleared: !breached && rate_clear && fine_run,
         },
+        failed_in_row: rule.consecutive_failures.map(|_| streak.failed),
         ..rate
     }
 }

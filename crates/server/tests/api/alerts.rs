@@ -264,6 +264,71 @@ async fn an_alert_fires_and_resolves_on_every_channel_with_retries_and_a_signatu
     assert_eq!(receiver.bodies("pagerduty").len(), 2, "nothing fires twice");
 }
 
+#[tokio::test]
+async fn a_trunk_fires_after_five_failures_in_a_row_and_clears_after_three_successes() {
+    let receiver = Receiver::default();
+    let url = start_receiver(receiver.clone()).await;
+    let config = format!(
+        r#"
+[alerts]
+defaults = false
+interval_seconds = 1
+
+[[alerts.rules]]
+name = "trunk_unhealthy"
+metric = "error_rate"
+op = ">"
+threshold = 0.2
+window = "10m"
+min_sample = 50
+per = "trunk"
+or_consecutive_failures = 5
+clear_after_successes = 3
+severity = "critical"
+
+[[alerts.channels]]
+name = "hook"
+type = "webhook"
+url = "{url}/hook"
+"#
+    );
+    let app = spawn_app_with_config(&config).await;
+    for n in 0..4 {
+        post_outbound_call(&app, n, true).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        receiver.bodies("hook").is_empty(),
+        "four in a row is not five"
+    );
+    post_outbound_call(&app, 4, true).await;
+    let fired = receiver.wait_for("hook", 1).await;
+    assert_eq!(fired[0]["key"], "trunk_id=ST_alerting");
+    assert_eq!(fired[0]["labels"]["trunk_id"], "ST_alerting");
+    assert_eq!(fired[0]["failed_in_row"], 5);
+    assert!(
+        fired[0]["summary"]
+            .as_str()
+            .unwrap()
+            .ends_with("; 5 failed calls in a row"),
+        "{}",
+        fired[0]["summary"]
+    );
+    for n in 10..12 {
+        post_outbound_call(&app, n, false).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        receiver.bodies("hook").len(),
+        1,
+        "two successes do not clear it"
+    );
+    post_outbound_call(&app, 12, false).await;
+    let resolved = receiver.wait_for("hook", 2).await;
+    assert_eq!(resolved[1]["status"], "resolved");
+    assert_eq!(resolved[1]["key"], "trunk_id=ST_alerting");
+}
+
 /// `callpulse serve` as its own process (the built binary), so it can be killed with SIGKILL.
 struct ServeProcess {
     child: tokio::process::Child,
