@@ -42,7 +42,7 @@ type = "alertmanager"
 url = "http://127.0.0.1:$am_port"
 EOF
 keys="drill:drill-secret-that-is-long-enough-0001"
-"$bin" --config "$work/callpulse.toml" serve --listen "127.0.0.1:$cp_port" \
+"$bin" --config "$work/callpulse.toml" serve --listen "127.0.0.1:$cp_port" --metrics-addr off \
   --database "sqlite://$work/callpulse.db" --livekit-keys "$keys" --events-token drill >"$work/callpulse.log" 2>&1 &
 pids+=($!)
 sleep 2

@@ -10,7 +10,7 @@ db="sqlite://$work/callpulse.db"
 port=${PORT:-18093}
 export CALLPULSE_LIVEKIT_KEYS="crashkey:crash-secret-crash-secret-0001" CALLPULSE_EVENTS_TOKEN="crash-token"
 
-serve() { "$bin" serve --listen "127.0.0.1:$port" --database "$db" >>"$work/serve.log" 2>&1 & echo $!; }
+serve() { "$bin" serve --listen "127.0.0.1:$port" --metrics-addr off --database "$db" >>"$work/serve.log" 2>&1 & echo $!; }
 wait_up() { for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && return 0; sleep 0.1; done; return 1; }
 
 pid=$(serve); wait_up

@@ -45,7 +45,7 @@ function startServer() {
   return new Promise((resolvePromise, reject) => {
     const timer = setTimeout(() => reject(new Error("server did not start within 30 s")), 30000);
     server = run(
-      ["serve", "--listen", "127.0.0.1:0", "--database", `sqlite://${join(dir, "callpulse.db")}`,
+      ["serve", "--listen", "127.0.0.1:0", "--metrics-addr", "off", "--database", `sqlite://${join(dir, "callpulse.db")}`,
         "--livekit-keys", `${KEY}:${SECRET}`, "--events-token", TOKEN],
       {
         onLine: (line) => {

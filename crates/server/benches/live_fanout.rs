@@ -83,6 +83,8 @@ async fn run(webhooks: usize, clients: usize) -> Run {
         "serve",
         "--listen",
         "127.0.0.1:0",
+        "--metrics-addr",
+        "off",
         "--database",
         &db,
         "--livekit-keys",

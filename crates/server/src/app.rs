@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 /// A started server.
 pub struct Running {
     pub addr: SocketAddr,
+    /// Where `/metrics` listens, unless turned off.
+    pub metrics_addr: Option<SocketAddr>,
     pub shutdown: CancellationToken,
     pub state: AppState,
     tasks: Vec<JoinHandle<()>>,
@@ -121,6 +123,26 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         deliver_wake,
         shutdown.clone(),
     )));
+    let metrics_addr = match args.metrics_addr.0 {
+        None => None,
+        Some(at) => {
+            let listener = tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("binding the metrics listener {at}"))?;
+            let bound = listener.local_addr()?;
+            let router = http::metrics_router(state.clone(), args.metrics_max_trunks);
+            let stop = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "metrics listener stopped");
+                }
+            }));
+            Some(bound)
+        }
+    };
     let router = http::router(state.clone());
     let server_shutdown = shutdown.clone();
     tasks.push(tokio::spawn(async move {
@@ -174,9 +196,10 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
             }
         }));
     }
-    tracing::info!(%addr, demo = args.demo, "callpulse listening");
+    tracing::info!(%addr, demo = args.demo, metrics = ?metrics_addr, "callpulse listening");
     Ok(Running {
         addr,
+        metrics_addr,
         shutdown,
         state,
         tasks,

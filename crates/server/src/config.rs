@@ -164,6 +164,12 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "CALLPULSE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Address of the Prometheus `/metrics` listener; `off` for none.
+    #[arg(long, env = "CALLPULSE_METRICS_ADDR", default_value = "127.0.0.1:9464", value_parser = metrics_addr)]
+    pub metrics_addr: MetricsAddr,
+    /// Trunks named in `/metrics` labels (the busiest); the rest are summed as `other`.
+    #[arg(long, env = "CALLPULSE_METRICS_MAX_TRUNKS", default_value_t = 50)]
+    pub metrics_max_trunks: usize,
     #[command(flatten)]
     pub store: StoreArgs,
     #[command(flatten)]
@@ -308,6 +314,20 @@ pub struct SimulateArgs {
 
 /// Command-line arguments with the configuration file's settings inserted where neither a flag
 /// nor an environment variable sets them.
+/// Where `/metrics` listens, if anywhere.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MetricsAddr(pub Option<SocketAddr>);
+
+fn metrics_addr(s: &str) -> Result<MetricsAddr, String> {
+    match s {
+        "off" | "" => Ok(MetricsAddr(None)),
+        _ => s
+            .parse()
+            .map(|a| MetricsAddr(Some(a)))
+            .map_err(|e| format!("`{s}`: {e} (an address like 127.0.0.1:9464, or off)")),
+    }
+}
+
 fn share(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),

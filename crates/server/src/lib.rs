@@ -11,6 +11,7 @@ pub mod ingest;
 pub mod live;
 pub mod metrics;
 pub mod pipeline;
+pub mod prometheus;
 pub mod rebuild;
 pub mod simulate;
 pub mod store;

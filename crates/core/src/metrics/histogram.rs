@@ -63,6 +63,17 @@ fn upper_edge_ms(bin: u16) -> i64 {
 }
 
 impl Histogram {
+    /// How many recorded durations lie in bins that end at or before `ms`: exactly the count
+    /// under `ms` when `ms` is a bin edge.
+    pub fn count_below(&self, ms: i64) -> i64 {
+        self.0
+            .iter()
+            .enumerate()
+            .take_while(|(bin, _)| upper_edge_ms(*bin as u16) <= ms)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
     pub fn record(&mut self, ms: i64) {
         let bin = usize::from(bin_of(ms));
         if self.0.len() <= bin {
@@ -136,6 +147,19 @@ impl Histogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn count_below_a_bin_edge_is_exact() {
+        let mut h = Histogram::default();
+        for ms in [500, 4_999, 5_000, 59_000, 61_000, 700_000, 30_000_000] {
+            h.record(ms);
+        }
+        assert_eq!(h.count_below(5_000), 2);
+        assert_eq!(h.count_below(60_000), 4);
+        assert_eq!(h.count_below(120_000), 5);
+        assert_eq!(h.count_below(3_600_000), 6);
+        assert_eq!(h.count_below(0), 0);
+    }
 
     #[test]
     fn bins_have_the_documented_edges() {

@@ -5,7 +5,7 @@
 //! buckets; `Tally::metrics` turns one into the ratios of the contract. A ratio whose denominator
 //! is 0 is `None`, never 0.
 
-mod histogram;
+pub mod histogram;
 pub mod judge;
 #[cfg(test)]
 mod tests;

@@ -130,6 +130,29 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The Prometheus listener's routes: `/metrics` only.
+pub fn metrics_router(state: AppState, max_trunks: usize) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(
+                move |axum::extract::State(state): axum::extract::State<AppState>| async move {
+                    match crate::prometheus::render(&state, max_trunks).await {
+                        Ok(text) => Ok((
+                            [(
+                                header::CONTENT_TYPE,
+                                "text/plain; version=0.0.4; charset=utf-8",
+                            )],
+                            text,
+                        )),
+                        Err(e) => Err(ApiError::from(e)),
+                    }
+                },
+            ),
+        )
+        .with_state(state)
+}
+
 async fn healthz() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({"status": "ok"}))
 }

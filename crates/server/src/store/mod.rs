@@ -245,6 +245,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<String>, StoreError>;
 
     async fn cursor(&self, name: &str) -> Result<i64, StoreError>;
+    /// Call events after log position `seq`: how many, and when the oldest arrived.
+    async fn call_events_backlog(&self, seq: i64) -> Result<(i64, Option<Timestamp>), StoreError>;
     async fn set_cursor(&self, name: &str, value: i64) -> Result<(), StoreError>;
 
     async fn list_cdrs(&self, query: &CdrQuery) -> Result<Vec<Cdr>, StoreError>;

@@ -128,21 +128,38 @@ impl SqliteStore {
             value,
             merge,
         } = filter;
+        let cache = self
+            .cache
+            .read()
+            .expect("slice cache lock is never poisoned");
         let starts: Vec<i64> = match buckets {
             Buckets::List(starts) => starts.clone(),
             Buckets::Range(from, to) => {
                 let width = level.width_ms();
                 let first = from.millis().div_euclid(width) * width;
-                (first..to.millis())
-                    .step_by(width as usize)
-                    .filter(|s| *s >= from.millis())
-                    .collect()
+                let count = (to.millis().saturating_sub(first) / width).max(0) as usize;
+                if count > cache.len() {
+                    // A wide range: walk what the cache holds rather than every bucket in it.
+                    let mut held: Vec<i64> = cache
+                        .keys()
+                        .filter(|(s, l, start)| {
+                            *s == slice
+                                && *l == level
+                                && *start >= from.millis()
+                                && *start < to.millis()
+                        })
+                        .map(|(_, _, start)| *start)
+                        .collect();
+                    held.sort_unstable();
+                    held
+                } else {
+                    (first..to.millis())
+                        .step_by(width as usize)
+                        .filter(|s| *s >= from.millis())
+                        .collect()
+                }
             }
         };
-        let cache = self
-            .cache
-            .read()
-            .expect("slice cache lock is never poisoned");
         let mut out = Vec::new();
         let mut merged: HashMap<(Direction, &str), (i64, Tally)> = HashMap::new();
         for start in starts {
@@ -542,6 +559,20 @@ impl Store for SqliteStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?)
+    }
+
+    async fn call_events_backlog(&self, seq: i64) -> Result<(i64, Option<Timestamp>), StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, MIN(e.received_at_ms) AS oldest
+             FROM call_events c JOIN event_log e ON e.seq = c.seq WHERE c.seq > ?",
+        )
+        .bind(seq)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((
+            row.get("n"),
+            row.get::<Option<i64>, _>("oldest").map(Timestamp),
+        ))
     }
 
     async fn cursor(&self, name: &str) -> Result<i64, StoreError> {

@@ -342,7 +342,14 @@ async fn serve_process(dir: &std::path::Path, config: &str) -> ServeProcess {
     let keys = format!("{}:{}", crate::helpers::KEY, crate::helpers::SECRET);
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_callpulse"))
         .arg(format!("--config={}", path.display()))
-        .args(["serve", "--listen", "127.0.0.1:0", "--livekit-keys", &keys])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--livekit-keys", &keys])
         .arg(format!(
             "--database=sqlite://{}",
             dir.join("callpulse.db").display()

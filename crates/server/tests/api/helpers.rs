@@ -64,6 +64,8 @@ pub async fn start_with_config(db_url: &str, config: Option<&std::path::Path>) -
         "serve",
         "--listen",
         "127.0.0.1:0",
+        "--metrics-addr",
+        "127.0.0.1:0",
         "--database",
         db_url,
         "--livekit-keys",

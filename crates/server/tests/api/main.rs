@@ -8,5 +8,6 @@ mod helpers;
 mod live;
 mod livekit_sdk;
 mod metrics;
+mod prometheus;
 mod rebuild;
 mod webhooks;
