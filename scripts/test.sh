@@ -4,7 +4,8 @@
 #  - cargo-nextest runs the Rust tests when present; plain `cargo test` otherwise.
 #  - Debian's chromium and Node.js with playwright-core (tests/browser) run the dashboard tests;
 #    screenshots land in target/screenshots/.
-#  - Debian's prometheus-alertmanager is the real Alertmanager the alerting test delivers to.
+#  - Debian's prometheus-alertmanager is the real Alertmanager the alerting test delivers to;
+#    Debian's prometheus gives promtool and the real Prometheus that scrapes /metrics.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +30,7 @@ apt_install() {
 missing=()
 [ -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ] || missing+=(chromium)
 [ -x "${CALLPULSE_ALERTMANAGER:-/usr/bin/prometheus-alertmanager}" ] || missing+=(prometheus-alertmanager)
+{ [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ]; } || missing+=(prometheus)
 { command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; } || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
