@@ -153,7 +153,10 @@ impl LiveHub {
 
     /// The whole board now, as the snapshot message.
     pub fn snapshot(&self) -> Message {
-        let inner = self.lock();
+        Self::snapshot_of(&self.lock())
+    }
+
+    fn snapshot_of(inner: &Inner) -> Message {
         Message {
             seq: inner.seq,
             json: dto::live_snapshot(
@@ -176,17 +179,7 @@ impl LiveHub {
     pub fn subscribe(&self) -> (Message, broadcast::Receiver<Arc<Message>>) {
         let inner = self.lock();
         let rx = self.tx.subscribe();
-        let snapshot = Message {
-            seq: inner.seq,
-            json: dto::live_snapshot(
-                &inner.board,
-                &inner.alerts,
-                inner.seq,
-                crate::pipeline::now(),
-            )
-            .into(),
-        };
-        (snapshot, rx)
+        (Self::snapshot_of(&inner), rx)
     }
 
     /// How many clients are subscribed.

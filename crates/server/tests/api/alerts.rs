@@ -2,7 +2,7 @@
 //! receiver standing in for Slack, PagerDuty and a generic webhook (with a 500 first), resolution,
 //! and delivery exactly once across a restart.
 
-use crate::helpers::{TestApp, spawn_app_with_config};
+use crate::helpers::{Service, TestApp, spawn_app_with_config, start_service};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -84,9 +84,8 @@ async fn start_receiver(receiver: Receiver) -> String {
     format!("http://{addr}")
 }
 
-fn config(receiver: &str) -> String {
-    format!(
-        r#"
+/// Alerts evaluated every second; `failing_calls` fires above 50 % errors with 3 calls or more.
+const FAST_FAILING_CALLS: &str = r#"
 [alerts]
 defaults = false
 interval_seconds = 1
@@ -100,10 +99,13 @@ threshold = 0.5
 clear = 0.4
 window = "30m"
 min_sample = 3
-for = "0s"
 severity = "critical"
-labels = {{ team = "voice" }}
+labels = { team = "voice" }
+"#;
 
+fn config(receiver: &str) -> String {
+    format!(
+        r#"{FAST_FAILING_CALLS}
 [[alerts.channels]]
 name = "chat"
 type = "slack"
@@ -443,65 +445,27 @@ async fn notices_pending_at_a_kill_9_are_delivered_once_after_the_restart() {
 }
 
 /// A real Prometheus Alertmanager (Debian's `prometheus-alertmanager`) on a free loopback port.
-struct Alertmanager {
-    url: String,
-    _child: tokio::process::Child,
-    _dir: tempfile::TempDir,
-}
-
-async fn start_alertmanager() -> Alertmanager {
+async fn start_alertmanager() -> Service {
     let binary = std::env::var("CALLPULSE_ALERTMANAGER")
         .unwrap_or_else(|_| "/usr/bin/prometheus-alertmanager".into());
-    assert!(
-        std::path::Path::new(&binary).exists(),
-        "{binary} is missing: install Debian's prometheus-alertmanager (scripts/test.sh does)"
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("alertmanager.yml");
-    std::fs::write(
-        &config,
+    start_service(
+        &binary,
+        "prometheus-alertmanager",
         "route:\n  receiver: nobody\n  group_wait: 1s\nreceivers:\n  - name: nobody\n",
+        |config, data, port| {
+            vec![
+                format!("--config.file={}", config.display()),
+                format!("--storage.path={}", data.display()),
+                format!("--web.listen-address=127.0.0.1:{port}"),
+                "--cluster.listen-address=".into(),
+            ]
+        },
     )
-    .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = tokio::process::Command::new(binary)
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--cluster.listen-address=")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("alertmanager starts");
-    let url = format!("http://127.0.0.1:{port}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while reqwest::get(format!("{url}/-/ready"))
-        .await
-        .map_or(true, |r| !r.status().is_success())
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "alertmanager never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Alertmanager {
-        url,
-        _child: child,
-        _dir: dir,
-    }
+    .await
 }
 
 /// Alertmanager's active alerts named `name`.
-async fn active_in(am: &Alertmanager, name: &str) -> Vec<Value> {
+async fn active_in(am: &Service, name: &str) -> Vec<Value> {
     let alerts: Vec<Value> = reqwest::get(format!("{}/api/v2/alerts", am.url))
         .await
         .unwrap()
@@ -518,22 +482,7 @@ async fn active_in(am: &Alertmanager, name: &str) -> Vec<Value> {
 async fn a_real_alertmanager_shows_the_alert_and_then_its_resolution() {
     let am = start_alertmanager().await;
     let config = format!(
-        r#"
-[alerts]
-defaults = false
-interval_seconds = 1
-dashboard_url = "http://callpulse.test/"
-
-[[alerts.rules]]
-name = "failing_calls"
-metric = "error_rate"
-op = ">"
-threshold = 0.5
-clear = 0.4
-window = "30m"
-min_sample = 3
-severity = "critical"
-
+        r#"{FAST_FAILING_CALLS}
 [[alerts.channels]]
 name = "am"
 type = "alertmanager"

@@ -167,15 +167,8 @@ async fn timeline_lists_the_calls_events_in_time_order() {
 
 #[tokio::test]
 async fn newest_first_pages_are_the_ascending_listing_reversed() {
-    let app = crate::helpers::app_with_samples().await;
-    let ids = |body: &serde_json::Value| -> Vec<String> {
-        body["cdrs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["call_id"].as_str().unwrap().to_owned())
-            .collect()
-    };
+    let app = app_with_samples().await;
+    let ids = call_ids;
     let (_, ascending) = app.get_json("/api/v1/cdrs").await;
     let mut expected = ids(&ascending);
     expected.reverse();

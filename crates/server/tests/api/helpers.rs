@@ -24,9 +24,23 @@ pub struct TestApp {
 }
 
 pub async fn spawn_app() -> TestApp {
+    spawn(None).await
+}
+
+/// A server whose configuration file holds `config` (for its `[alerts]`).
+pub async fn spawn_app_with_config(config: &str) -> TestApp {
+    spawn(Some(config)).await
+}
+
+async fn spawn(config: Option<&str>) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let db_url = format!("sqlite://{}", dir.path().join("callpulse.db").display());
-    let running = start(&db_url).await;
+    let path = config.map(|text| {
+        let path = dir.path().join("callpulse.toml");
+        std::fs::write(&path, text).expect("config written");
+        path
+    });
+    let running = start_with_config(&db_url, path.as_deref()).await;
     TestApp {
         base: format!("http://{}", running.addr),
         client: reqwest::Client::new(),
@@ -36,19 +50,18 @@ pub async fn spawn_app() -> TestApp {
     }
 }
 
-/// A server whose configuration file holds `config` (for its `[alerts]`).
-pub async fn spawn_app_with_config(config: &str) -> TestApp {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let db_url = format!("sqlite://{}", dir.path().join("callpulse.db").display());
-    let path = dir.path().join("callpulse.toml");
-    std::fs::write(&path, config).expect("config written");
-    let running = start_with_config(&db_url, Some(&path)).await;
-    TestApp {
-        base: format!("http://{}", running.addr),
-        client: reqwest::Client::new(),
-        running,
-        db_url,
-        _dir: dir,
+impl TestApp {
+    /// Stops the server, waits for its tasks, and starts it again on the same database.
+    pub async fn restart(self) -> (Running, tempfile::TempDir) {
+        self.running.shutdown.cancel();
+        let TestApp {
+            running,
+            db_url,
+            _dir,
+            ..
+        } = self;
+        running.join().await;
+        (start(&db_url).await, _dir)
     }
 }
 
@@ -288,5 +301,59 @@ impl RemoteApp {
             .send()
             .await
             .expect("request sent")
+    }
+}
+
+/// A third-party server (Alertmanager, Prometheus) started for a test on a free loopback port,
+/// stopped when dropped.
+pub struct Service {
+    pub url: String,
+    _child: tokio::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts `binary` with `config` written to its config file; `args` gets the config path, a
+/// data folder and the port. Waits until `GET /-/ready` answers 2xx.
+pub async fn start_service(
+    binary: &str,
+    package: &str,
+    config: &str,
+    args: impl Fn(&std::path::Path, &std::path::Path, u16) -> Vec<String>,
+) -> Service {
+    assert!(
+        std::path::Path::new(binary).exists(),
+        "{binary} is missing: install Debian's {package} (scripts/test.sh does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("config.yml");
+    std::fs::write(&config_path, config).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = tokio::process::Command::new(binary)
+        .args(args(&config_path, &dir.path().join("data"), port))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{binary} starts: {e}"));
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while reqwest::get(format!("{url}/-/ready"))
+        .await
+        .map_or(true, |r| !r.status().is_success())
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{binary} never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Service {
+        url,
+        _child: child,
+        _dir: dir,
     }
 }

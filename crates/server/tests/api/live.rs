@@ -1,6 +1,6 @@
 //! Live state: `GET /api/v1/live` and the WebSocket at `/api/v1/live/ws`, against the real server.
 
-use crate::helpers::{TestApp, fixture_recent as fixture, spawn_app, start};
+use crate::helpers::{TestApp, fixture_recent as fixture, spawn_app};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -140,16 +140,7 @@ async fn live_state_is_reloaded_after_a_restart() {
                          "agent_id": "bob", "state": "away"}]);
     assert_eq!(app.post_events(&report).await.status(), 200);
     app.settle().await;
-    app.running.shutdown.cancel();
-    let TestApp {
-        running,
-        db_url,
-        _dir,
-        ..
-    } = app;
-    running.join().await;
-
-    let again = start(&db_url).await;
+    let (again, _dir) = app.restart().await;
     let live: Value = reqwest::get(format!("http://{}/api/v1/live", again.addr))
         .await
         .unwrap()

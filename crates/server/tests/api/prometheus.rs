@@ -2,7 +2,7 @@
 //! metrics` on a scrape, `promtool check rules` and `promtool test rules` on the shipped rules, and
 //! a real Prometheus scraping the server.
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{TestApp, spawn_app, start_service};
 use serde_json::Value;
 use std::process::Stdio;
 use std::time::Duration;
@@ -171,34 +171,24 @@ async fn a_real_prometheus_scrapes_the_call_counts() {
     let expected = api_totals(&app).await["total_calls"].as_f64().unwrap();
     let target = app.running.metrics_addr.unwrap();
 
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
+    let prometheus = start_service(
+        PROMETHEUS,
+        "prometheus",
+        &format!(
             "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: callpulse\n    static_configs:\n      - targets: ['{target}']\n"
         ),
+        |config, data, port| {
+            vec![
+                format!("--config.file={}", config.display()),
+                format!("--storage.tsdb.path={}", data.display()),
+                format!("--web.listen-address=127.0.0.1:{port}"),
+            ]
+        },
     )
-    .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _prometheus = tokio::process::Command::new(PROMETHEUS)
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("prometheus starts");
+    .await;
     let query = format!(
-        "http://127.0.0.1:{port}/api/v1/query?query=sum(callpulse_calls_total%7Bjob%3D%22callpulse%22%7D)"
+        "{}/api/v1/query?query=sum(callpulse_calls_total%7Bjob%3D%22callpulse%22%7D)",
+        prometheus.url
     );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let got = loop {

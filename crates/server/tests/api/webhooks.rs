@@ -192,15 +192,7 @@ async fn stored_events_survive_a_restart_and_the_pipeline_resumes() {
     for name in ["08", "09"] {
         assert_eq!(app.post_webhook(&fixture(name)).await.status(), 200);
     }
-    app.running.shutdown.cancel();
-    let TestApp {
-        running,
-        db_url,
-        _dir,
-        ..
-    } = app;
-    running.join().await;
-    let again = start(&db_url).await;
+    let (again, _dir) = app.restart().await;
     let stats: serde_json::Value = reqwest::get(format!("http://{}/api/v1/ingest", again.addr))
         .await
         .unwrap()
