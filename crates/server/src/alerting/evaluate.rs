@@ -267,13 +267,21 @@ impl Evaluator {
             (Some(n), Some(limit)) if n >= limit => format!("; {n} failed calls in a row"),
             _ => String::new(),
         };
-        let summary = format!(
-            "{}{subject}: {metric} {} {} {}{window}{in_row}",
-            rule.name,
-            r.value.map_or_else(|| "n/a".into(), shown),
-            rule.comparison.as_str(),
-            shown(rule.threshold),
-        );
+        let value = r.value.map_or_else(|| "n/a".into(), shown);
+        let summary = match t {
+            Transition::Fired { .. } => format!(
+                "{}{subject}: {metric} {value} {} {}{window}{in_row}",
+                rule.name,
+                rule.comparison.as_str(),
+                shown(rule.threshold),
+            ),
+            Transition::Resolved { .. } => format!(
+                "{}{subject} resolved: {metric} {value}{window} (fires when {} {})",
+                rule.name,
+                rule.comparison.as_str(),
+                shown(rule.threshold),
+            ),
+        };
         json!({
             "alert": rule.name,
             "key": key,

@@ -248,6 +248,14 @@ async fn an_alert_fires_and_resolves_on_every_channel_with_retries_and_a_signatu
     let hooks = receiver.wait_for("hook", 3).await;
     assert_eq!(hooks[2]["status"], "resolved");
     assert!(hooks[2]["ended_at"].is_string());
+    assert!(
+        hooks[2]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("failing_calls resolved: error_rate 28.6% over 30m (14 calls)"),
+        "{}",
+        hooks[2]["summary"]
+    );
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
