@@ -37,12 +37,18 @@ fn answered_after(seconds: i64) -> Cdr {
     }
 }
 
+/// A fresh SQLite file in its own temporary folder (kept while the folder lives).
+fn temp_db() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    (dir, url)
+}
+
 /// A rewrite subtracts what the old version added, even when the service-level threshold changed
 /// in between (no counter drifts or goes negative).
 #[tokio::test]
 async fn rewrite_after_a_threshold_change_subtracts_the_stored_contribution() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("s.db").display());
+    let (_dir, url) = temp_db();
     let strict = MetricParams {
         service_level_seconds: 20.0,
     };
@@ -87,8 +93,7 @@ async fn metric_engine_equals_direct_computation_over_days() {
     use callpulse_server::simulate::{random_call, script_cdrs};
     use rand::{Rng, SeedableRng};
 
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("m.db").display());
+    let (_dir, url) = temp_db();
     let params = MetricParams::default();
     let store = store::open(&url, params).await.unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(99);
@@ -204,8 +209,7 @@ async fn metric_engine_equals_direct_computation_over_days() {
 
 #[tokio::test]
 async fn the_last_version_of_a_call_in_one_batch_wins_and_counts_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("b.db").display());
+    let (_dir, url) = temp_db();
     let params = MetricParams::default();
     let store = store::open(&url, params).await.unwrap();
     let first = answered_after(5);
@@ -237,8 +241,7 @@ async fn agent_states_keep_the_latest_report_by_event_time() {
     use callpulse_core::event::AgentState;
     use callpulse_core::live::ReportedState;
     use callpulse_server::store::{AgentReport, Appended, NewEvent};
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("a.db").display());
+    let (_dir, url) = temp_db();
     let store = store::open(&url, MetricParams::default()).await.unwrap();
     let report = |id: &str, agent: &str, state: AgentState, at: i64| NewEvent {
         source: Source::App,
