@@ -5,7 +5,7 @@ use crate::config::ServeArgs;
 use crate::http::{self, AppState, IngestCounters};
 use crate::ingest::livekit::WebhookVerifier;
 use crate::live::LiveHub;
-use crate::{alerting, pipeline, simulate, store};
+use crate::{alerting, maintenance, pipeline, simulate, store};
 use anyhow::{Context, bail};
 use rand::Rng;
 use std::net::SocketAddr;
@@ -68,6 +68,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         );
     }
     let params = args.cdr.build_params()?;
+    let retention = args.retention.policy()?;
     let metric_settings = args.metrics.settings();
     let alert_config = Arc::new(alerting::load(args.config_file.as_deref())?);
     let store = store::open(&args.store.database, metric_settings.params)
@@ -104,6 +105,19 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         state.counters.clone(),
         shutdown.clone(),
     ))];
+    if let Some(changes) = state.store.watch().await.context("listening for changes")? {
+        tasks.push(tokio::spawn(crate::live::follow(
+            state.live.clone(),
+            state.store.clone(),
+            changes,
+            shutdown.clone(),
+        )));
+    }
+    tasks.push(tokio::spawn(maintenance::run(
+        state.store.clone(),
+        retention,
+        shutdown.clone(),
+    )));
     let evaluator =
         alerting::Evaluator::load(state.store.as_ref(), alert_config.clone(), state.metrics.tz)
             .await
@@ -167,6 +181,8 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         tasks.push(tokio::spawn(async move {
             match simulate::history::backfill(store.as_ref(), &history, now).await {
                 Ok(calls) => {
+                    // Past days land in catch-all partitions until they have their own.
+                    maintenance::pass(store.as_ref(), &retention).await;
                     wake.notify_one();
                     tracing::info!(calls, days = history.days, "demo history written");
                 }

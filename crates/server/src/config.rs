@@ -38,13 +38,15 @@ pub enum Command {
     Rebuild(RebuildArgs),
     /// Print metrics over a window as a table.
     Report(ReportArgs),
+    /// Drop the PostgreSQL partitions past retention now (`--dry-run`: only list them).
+    Retention(RetentionCommandArgs),
     /// Send realistic, signed LiveKit webhooks and application events to a server.
     Simulate(SimulateArgs),
 }
 
 #[derive(Args, Clone)]
 pub struct StoreArgs {
-    /// Database URL: `sqlite://PATH` (created if missing).
+    /// Database URL: `sqlite://PATH` (created if missing) or `postgres://USER@HOST/DB`.
     #[arg(
         long,
         env = "CALLPULSE_DATABASE",
@@ -176,6 +178,8 @@ pub struct ServeArgs {
     pub cdr: CdrArgs,
     #[command(flatten)]
     pub metrics: MetricArgs,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
     /// LiveKit API keys that may sign webhooks: `key1:secret1,key2:secret2`.
     #[arg(long, env = "CALLPULSE_LIVEKIT_KEYS", hide_env_values = true)]
     pub livekit_keys: Option<String>,
@@ -245,6 +249,51 @@ pub fn parse_key_pairs(raw: &str) -> anyhow::Result<Vec<(String, String)>> {
             _ => bail!("livekit-keys: an entry is not `key:secret` (entries are comma-separated)"),
         })
         .collect()
+}
+
+/// How long rows are kept on PostgreSQL (whole partitions are dropped past it).
+#[derive(Args, Clone)]
+pub struct RetentionArgs {
+    /// Days of raw events (webhooks and application events) kept.
+    #[arg(long, env = "CALLPULSE_RETENTION_EVENTS_DAYS", default_value_t = 90)]
+    pub retention_events_days: u32,
+    /// Days of quarantined bodies kept.
+    #[arg(
+        long,
+        env = "CALLPULSE_RETENTION_QUARANTINE_DAYS",
+        default_value_t = 30
+    )]
+    pub retention_quarantine_days: u32,
+    /// Days of CDRs kept.
+    #[arg(long, env = "CALLPULSE_RETENTION_CDRS_DAYS", default_value_t = 400)]
+    pub retention_cdrs_days: u32,
+    /// Days of metric rollups kept (at least the CDR and event retention).
+    #[arg(long, env = "CALLPULSE_RETENTION_ROLLUPS_DAYS", default_value_t = 1100)]
+    pub retention_rollups_days: u32,
+}
+
+impl RetentionArgs {
+    pub fn policy(&self) -> anyhow::Result<crate::store::RetentionPolicy> {
+        let policy = crate::store::RetentionPolicy {
+            events_days: self.retention_events_days,
+            quarantine_days: self.retention_quarantine_days,
+            cdrs_days: self.retention_cdrs_days,
+            rollups_days: self.retention_rollups_days,
+        };
+        policy.validate().map_err(anyhow::Error::msg)?;
+        Ok(policy)
+    }
+}
+
+#[derive(Args, Clone)]
+pub struct RetentionCommandArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+    /// List what would be dropped, drop nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Args, Clone)]

@@ -6,7 +6,7 @@
 //! handed a fresh snapshot instead of the backlog.
 
 use crate::http::dto;
-use crate::store::{AgentReport, Store, StoreError};
+use crate::store::{AgentReport, Change, Store, StoreError};
 use axum::extract::ws::Utf8Bytes;
 use callpulse_core::live::{BoardChange, LiveBoard, RECENT_CALLS};
 use callpulse_core::{Cdr, Timestamp};
@@ -217,3 +217,58 @@ where
 
 #[cfg(test)]
 mod tests;
+
+/// Keeps `hub` in step with changes other instances sharing the database make: the calls the
+/// (one) CDR pipeline stored, agents' reports and alert transitions. Applying a change this
+/// instance made itself is harmless: the board ignores what it already holds.
+pub async fn follow(
+    hub: Arc<LiveHub>,
+    store: Arc<dyn Store>,
+    mut changes: futures::stream::BoxStream<'static, Change>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    use futures::StreamExt;
+    loop {
+        let change = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            change = changes.next() => match change {
+                Some(change) => change,
+                None => return,
+            },
+        };
+        if let Err(e) = apply_change(&hub, store.as_ref(), change).await {
+            tracing::warn!(error = %e, "applying a change from another instance failed");
+        }
+    }
+}
+
+async fn apply_change(hub: &LiveHub, store: &dyn Store, change: Change) -> Result<(), StoreError> {
+    match change {
+        Change::Cdrs(ids) => hub.apply_cdrs(&store.get_cdrs(&ids).await?),
+        Change::Agents => hub.apply_agent_reports(&store.agent_states().await?),
+        Change::Alerts => hub.set_alerts(firing_notices(store).await?),
+        Change::Resync => {
+            let open: Vec<String> = hub
+                .lock()
+                .board
+                .calls()
+                .iter()
+                .map(|c| c.call_id.clone())
+                .collect();
+            let mut cdrs = store.get_cdrs(&open).await?;
+            cdrs.extend(store.open_cdrs().await?);
+            cdrs.extend(store.recent_finished(RECENT_CALLS as i64).await?);
+            hub.apply_cdrs(&cdrs);
+            hub.apply_agent_reports(&store.agent_states().await?);
+            hub.set_alerts(firing_notices(store).await?);
+        }
+    }
+    Ok(())
+}
+
+/// The notices of the alerts firing, in the evaluator's order (by rule, then key).
+async fn firing_notices(store: &dyn Store) -> Result<Vec<serde_json::Value>, StoreError> {
+    let mut firing = store.firing_alerts().await?;
+    firing.sort_by(|a, b| (&a.rule, &a.key).cmp(&(&b.rule, &b.key)));
+    Ok(firing.into_iter().map(|a| a.notice).collect())
+}

@@ -1,7 +1,9 @@
 //! The `callpulse` binary: parses the command line and runs one command.
 
 use anyhow::Context;
-use callpulse_server::config::{Cli, Command, RebuildArgs, SimulateArgs, args_with_config_file};
+use callpulse_server::config::{
+    Cli, Command, RebuildArgs, RetentionCommandArgs, SimulateArgs, args_with_config_file,
+};
 use callpulse_server::{app, pipeline, rebuild, simulate, store};
 use clap::Parser;
 
@@ -28,6 +30,7 @@ fn main() -> anyhow::Result<()> {
             Command::Rebuild(args) => run_rebuild(args).await,
             Command::Simulate(args) => run_simulate(args).await,
             Command::Report(args) => report::run(args).await,
+            Command::Retention(args) => run_retention(args).await,
         }
     })
 }
@@ -92,6 +95,33 @@ async fn run_rebuild(args: RebuildArgs) -> anyhow::Result<()> {
         secs,
         report.events as f64 / secs.max(1e-9)
     );
+    Ok(())
+}
+
+async fn run_retention(args: RetentionCommandArgs) -> anyhow::Result<()> {
+    let policy = args.retention.policy()?;
+    let store = store::open(&args.store.database, Default::default())
+        .await
+        .with_context(|| format!("opening {}", args.store.database))?;
+    let expired = store
+        .enforce_retention(pipeline::now(), &policy, args.dry_run)
+        .await?;
+    let verb = if args.dry_run {
+        "would drop"
+    } else {
+        "dropped"
+    };
+    if expired.is_empty() {
+        println!("nothing is past retention");
+    }
+    for e in &expired {
+        let until = chrono::DateTime::from_timestamp_millis(e.until.millis())
+            .map_or_else(|| e.until.millis().to_string(), |t| t.to_rfc3339());
+        println!(
+            "{verb} {:<28} {:>10} rows  (table {}, rows before {until})",
+            e.partition, e.rows, e.table
+        );
+    }
     Ok(())
 }
 

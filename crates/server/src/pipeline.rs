@@ -5,6 +5,7 @@
 //! set, so the order in which events are processed never changes a CDR.
 
 use crate::http::IngestCounters;
+use crate::leader::{Role, Turn};
 use crate::live::LiveHub;
 use crate::store::{Store, StoreError};
 use callpulse_core::event::{EventBody, Scope};
@@ -18,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 pub const CURSOR: &str = "cdr_pipeline";
 const BATCH: i64 = 1000;
+/// How often an instance on standby asks for a role's lease.
+pub const STANDBY_POLL: Duration = Duration::from_secs(2);
 
 /// The current time as a core timestamp.
 pub fn now() -> Timestamp {
@@ -126,7 +129,14 @@ pub async fn run(
 ) {
     let sweep_every = Duration::from_secs(30);
     let mut last_sweep = tokio::time::Instant::now() - sweep_every;
+    let mut role = Role::new(CURSOR);
     loop {
+        if role.turn(store.as_ref()).await == Turn::Standby {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(STANDBY_POLL) => continue,
+            }
+        }
         let params = BuildParams {
             now: now(),
             ..params.clone()

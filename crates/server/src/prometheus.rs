@@ -252,6 +252,23 @@ pub async fn render(state: &AppState, max_trunks: usize) -> Result<String, Store
     );
     w.sample("callpulse_cdr_pipeline_lag_seconds", &[], lag_s);
 
+    let stranded = state.store.default_partition_rows().await?;
+    if !stranded.is_empty() {
+        w.family(
+            "callpulse_default_partition_rows",
+            "gauge",
+            "Rows in each table's catch-all partition: above 0, a time partition was missing \
+             (the maintenance task moves them where they belong).",
+        );
+        for d in &stranded {
+            w.sample(
+                "callpulse_default_partition_rows",
+                &[("table", &d.table)],
+                d.rows as f64,
+            );
+        }
+    }
+
     w.family(
         "callpulse_alerts_firing",
         "gauge",

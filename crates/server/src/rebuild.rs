@@ -47,6 +47,8 @@ pub async fn rebuild(
             .len() as u64;
         progress("calls", report.cdrs, calls.len() as u64);
     }
-    store.set_cursor(pipeline::CURSOR, after).await?;
+    store
+        .set_cursor(pipeline::CURSOR, store.log_head().await?)
+        .await?;
     Ok(report)
 }

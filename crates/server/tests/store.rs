@@ -4,82 +4,69 @@ use callpulse_core::metrics::{MetricParams, tally_cdrs};
 use callpulse_core::{AnswerSource, Cdr, Direction, Outcome, Timestamp};
 use callpulse_server::store::{self, MetricFilter};
 
-fn answered_after(seconds: i64) -> Cdr {
-    Cdr {
-        call_id: "SCL_sl".into(),
-        direction: Direction::Inbound,
-        caller_number: None,
-        callee_number: None,
-        trunk_id: Some("ST_a".into()),
-        room_name: None,
-        room_sid: None,
-        start_time: Timestamp(1_795_442_400_000),
-        answer_time: Some(Timestamp(1_795_442_400_000 + seconds * 1000)),
-        end_time: Some(Timestamp(1_795_442_500_000)),
-        duration_seconds: Some(75.0),
-        ring_duration_seconds: Some(seconds as f64),
-        queue_wait_seconds: Some(0.0),
-        outcome: Outcome::Answered,
-        transfer_type: None,
-        transfer_target: None,
-        recording_url: None,
-        sip_error_code: None,
-        agent_id: Some("alice".into()),
-        metadata: None,
-        queue: None,
-        disconnect_reason: Some("CLIENT_INITIATED".into()),
-        ended_by: None,
-        answer_source: AnswerSource::Inferred,
-        anomalies: vec![],
-        short_abandon: false,
-        wrap_up_seconds: 0.0,
-        last_event_at: Timestamp(1_795_442_500_000),
-    }
+#[path = "support/cdr.rs"]
+mod cdr;
+use cdr::answered_after;
+
+#[path = "support/postgres.rs"]
+mod postgres;
+
+/// What keeps a backend's database alive while a test runs.
+#[allow(dead_code)]
+enum Keep {
+    Dir(tempfile::TempDir),
+    Pg(postgres::TestDb),
 }
 
-/// A fresh SQLite file in its own temporary folder (kept while the folder lives).
-fn temp_db() -> (tempfile::TempDir, String) {
+/// A fresh database of each backend: a SQLite file in its own temporary folder, and a
+/// PostgreSQL database of its own. Every story below runs against both.
+async fn backends() -> Vec<(&'static str, String, Keep)> {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("store.db").display());
-    (dir, url)
+    let sqlite = format!("sqlite://{}", dir.path().join("store.db").display());
+    let pg = postgres::TestDb::create().await;
+    vec![
+        ("sqlite", sqlite, Keep::Dir(dir)),
+        ("postgres", pg.url.clone(), Keep::Pg(pg)),
+    ]
 }
 
 /// A rewrite subtracts what the old version added, even when the service-level threshold changed
 /// in between (no counter drifts or goes negative).
 #[tokio::test]
 async fn rewrite_after_a_threshold_change_subtracts_the_stored_contribution() {
-    let (_dir, url) = temp_db();
-    let strict = MetricParams {
-        service_level_seconds: 20.0,
-    };
-    let lenient = MetricParams {
-        service_level_seconds: 30.0,
-    };
-    let cdr = answered_after(25);
-    store::open(&url, strict)
-        .await
-        .unwrap()
-        .upsert_cdrs(std::slice::from_ref(&cdr), Timestamp(0))
-        .await
-        .unwrap();
-    let reopened = store::open(&url, lenient).await.unwrap();
-    let mut later = cdr.clone();
-    later.recording_url = Some("s3://rec".into());
-    reopened
-        .upsert_cdrs(&[later.clone()], Timestamp(0))
-        .await
-        .unwrap();
-    let rows = reopened
-        .rollup_rows(
-            Timestamp(0),
-            Timestamp(i64::MAX / 2),
-            &MetricFilter::default(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].tally, tally_cdrs([&later], &lenient));
-    assert_eq!(rows[0].tally.answered_within_threshold, 1);
+    for (backend, url, _keep) in backends().await {
+        let strict = MetricParams {
+            service_level_seconds: 20.0,
+        };
+        let lenient = MetricParams {
+            service_level_seconds: 30.0,
+        };
+        let cdr = answered_after(25);
+        store::open(&url, strict)
+            .await
+            .unwrap()
+            .upsert_cdrs(std::slice::from_ref(&cdr), Timestamp(0))
+            .await
+            .unwrap();
+        let reopened = store::open(&url, lenient).await.unwrap();
+        let mut later = cdr.clone();
+        later.recording_url = Some("s3://rec".into());
+        reopened
+            .upsert_cdrs(&[later.clone()], Timestamp(0))
+            .await
+            .unwrap();
+        let rows = reopened
+            .rollup_rows(
+                Timestamp(0),
+                Timestamp(i64::MAX / 2),
+                &MetricFilter::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1, "{backend}");
+        assert_eq!(rows[0].tally, tally_cdrs([&later], &lenient), "{backend}");
+        assert_eq!(rows[0].tally.answered_within_threshold, 1, "{backend}");
+    }
 }
 
 /// Realistic CDRs spread over three days, some rewritten: the metric engine (slices at three
@@ -93,144 +80,147 @@ async fn metric_engine_equals_direct_computation_over_days() {
     use callpulse_server::simulate::{random_call, script_cdrs};
     use rand::{Rng, SeedableRng};
 
-    let (_dir, url) = temp_db();
-    let params = MetricParams::default();
-    let store = store::open(&url, params).await.unwrap();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(99);
-    let t0: i64 = 1_795_000_000_000;
-    let build = BuildParams {
-        now: Timestamp(t0 + 30 * 86_400_000),
-        ..BuildParams::default()
-    };
-    let mut cdrs = Vec::new();
-    while cdrs.len() < 600 {
-        for mut c in script_cdrs(&random_call(&mut rng, t0), &build) {
-            let shift = rng.gen_range(0..3 * 86_400_000i64);
-            c.start_time = Timestamp(c.start_time.millis() + shift);
-            c.answer_time = c.answer_time.map(|t| Timestamp(t.millis() + shift));
-            c.end_time = c.end_time.map(|t| Timestamp(t.millis() + shift));
-            c.agent_id = Some(format!("agent-{}", rng.gen_range(0..7)));
-            c.call_id = format!("SCL_{}", cdrs.len());
-            cdrs.push(c);
-        }
-    }
-    // First versions, then rewrites (some move to another bucket, agent or outcome).
-    let mut first_versions = cdrs.clone();
-    for c in first_versions.iter_mut().step_by(3) {
-        c.start_time = Timestamp(c.start_time.millis() - 4_000_000);
-        c.agent_id = None;
-        c.outcome = callpulse_core::Outcome::InProgress;
-        c.end_time = None;
-    }
-    for chunk in first_versions.chunks(70) {
-        store.upsert_cdrs(chunk, Timestamp(0)).await.unwrap();
-    }
-    for chunk in cdrs.chunks(90) {
-        store.upsert_cdrs(chunk, Timestamp(0)).await.unwrap();
-    }
-    let groupings = [
-        None,
-        Some(GroupBy::Hour),
-        Some(GroupBy::Day),
-        Some(GroupBy::Agent),
-        Some(GroupBy::Trunk),
-        Some(GroupBy::Direction),
-    ];
-    let zones = ["UTC", "Asia/Kathmandu", "America/New_York", "Asia/Kolkata"];
-    for i in 0..40 {
-        let from = t0 - 3_600_000 + rng.gen_range(0..2 * 86_400_000i64);
-        let to = from + rng.gen_range(0..3 * 86_400_000i64);
-        let to = if i % 5 == 0 { t0 + 5 * 86_400_000 } else { to };
-        let filter = match i % 4 {
-            0 => MetricFilter::default(),
-            1 => MetricFilter {
-                agent_id: Some("agent-3".into()),
-                ..Default::default()
-            },
-            2 => MetricFilter {
-                direction: Some(Direction::Inbound),
-                ..Default::default()
-            },
-            _ => MetricFilter {
-                trunk_id: cdrs[i].trunk_id.clone(),
-                ..Default::default()
-            },
+    for (backend, url, _keep) in backends().await {
+        let params = MetricParams::default();
+        let store = store::open(&url, params).await.unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(99);
+        let t0: i64 = 1_795_000_000_000;
+        let build = BuildParams {
+            now: Timestamp(t0 + 30 * 86_400_000),
+            ..BuildParams::default()
         };
-        let tz: chrono_tz::Tz = zones[i % zones.len()].parse().unwrap();
-        let group_by = groupings[i % groupings.len()];
+        let mut cdrs = Vec::new();
+        while cdrs.len() < 600 {
+            for mut c in script_cdrs(&random_call(&mut rng, t0), &build) {
+                let shift = rng.gen_range(0..3 * 86_400_000i64);
+                c.start_time = Timestamp(c.start_time.millis() + shift);
+                c.answer_time = c.answer_time.map(|t| Timestamp(t.millis() + shift));
+                c.end_time = c.end_time.map(|t| Timestamp(t.millis() + shift));
+                c.agent_id = Some(format!("agent-{}", rng.gen_range(0..7)));
+                c.call_id = format!("SCL_{}", cdrs.len());
+                cdrs.push(c);
+            }
+        }
+        // First versions, then rewrites (some move to another bucket, agent or outcome).
+        let mut first_versions = cdrs.clone();
+        for c in first_versions.iter_mut().step_by(3) {
+            c.start_time = Timestamp(c.start_time.millis() - 4_000_000);
+            c.agent_id = None;
+            c.outcome = callpulse_core::Outcome::InProgress;
+            c.end_time = None;
+        }
+        for chunk in first_versions.chunks(70) {
+            store.upsert_cdrs(chunk, Timestamp(0)).await.unwrap();
+        }
+        for chunk in cdrs.chunks(90) {
+            store.upsert_cdrs(chunk, Timestamp(0)).await.unwrap();
+        }
+        let groupings = [
+            None,
+            Some(GroupBy::Hour),
+            Some(GroupBy::Day),
+            Some(GroupBy::Agent),
+            Some(GroupBy::Trunk),
+            Some(GroupBy::Direction),
+        ];
+        let zones = ["UTC", "Asia/Kathmandu", "America/New_York", "Asia/Kolkata"];
+        for i in 0..40 {
+            let from = t0 - 3_600_000 + rng.gen_range(0..2 * 86_400_000i64);
+            let to = from + rng.gen_range(0..3 * 86_400_000i64);
+            let to = if i % 5 == 0 { t0 + 5 * 86_400_000 } else { to };
+            let filter = match i % 4 {
+                0 => MetricFilter::default(),
+                1 => MetricFilter {
+                    agent_id: Some("agent-3".into()),
+                    ..Default::default()
+                },
+                2 => MetricFilter {
+                    direction: Some(Direction::Inbound),
+                    ..Default::default()
+                },
+                _ => MetricFilter {
+                    trunk_id: cdrs[i].trunk_id.clone(),
+                    ..Default::default()
+                },
+            };
+            let tz: chrono_tz::Tz = zones[i % zones.len()].parse().unwrap();
+            let group_by = groupings[i % groupings.len()];
+            let q = MetricsQuery {
+                from: Timestamp(from),
+                to: Timestamp(to),
+                filter: filter.clone(),
+                group_by,
+                tz,
+            };
+            let answer = query(store.as_ref(), &q, &params).await.unwrap();
+            let direct = tally_cdrs(
+                cdrs.iter().filter(|c| {
+                    (from..to).contains(&c.start_time.millis())
+                        && filter.direction.is_none_or(|d| d == c.direction)
+                        && filter
+                            .agent_id
+                            .as_ref()
+                            .is_none_or(|a| c.agent_id.as_ref() == Some(a))
+                        && filter
+                            .trunk_id
+                            .as_ref()
+                            .is_none_or(|t| c.trunk_id.as_ref() == Some(t))
+                }),
+                &params,
+            );
+            assert_eq!(answer.totals, direct, "{backend} case {i}: {q:?}");
+            let mut summed = Tally::default();
+            for (_, g) in &answer.groups {
+                summed.add(g, 1);
+            }
+            if group_by.is_some() {
+                assert_eq!(summed, direct, "{backend} case {i}: groups add up");
+            }
+        }
+        // A reopened store loads its in-memory day rows from the file and answers the same.
+        let reopened = store::open(&url, params).await.unwrap();
         let q = MetricsQuery {
-            from: Timestamp(from),
-            to: Timestamp(to),
-            filter: filter.clone(),
-            group_by,
-            tz,
+            from: Timestamp(t0 - 86_400_000),
+            to: Timestamp(t0 + 5 * 86_400_000),
+            filter: MetricFilter::default(),
+            group_by: Some(GroupBy::Agent),
+            tz: chrono_tz::UTC,
         };
-        let answer = query(store.as_ref(), &q, &params).await.unwrap();
-        let direct = tally_cdrs(
-            cdrs.iter().filter(|c| {
-                (from..to).contains(&c.start_time.millis())
-                    && filter.direction.is_none_or(|d| d == c.direction)
-                    && filter
-                        .agent_id
-                        .as_ref()
-                        .is_none_or(|a| c.agent_id.as_ref() == Some(a))
-                    && filter
-                        .trunk_id
-                        .as_ref()
-                        .is_none_or(|t| c.trunk_id.as_ref() == Some(t))
-            }),
-            &params,
+        let again = query(reopened.as_ref(), &q, &params).await.unwrap();
+        assert_eq!(again.totals, tally_cdrs(cdrs.iter(), &params));
+        assert_eq!(
+            again.groups,
+            query(store.as_ref(), &q, &params).await.unwrap().groups,
+            "{backend}"
         );
-        assert_eq!(answer.totals, direct, "case {i}: {q:?}");
-        let mut summed = Tally::default();
-        for (_, g) in &answer.groups {
-            summed.add(g, 1);
-        }
-        if group_by.is_some() {
-            assert_eq!(summed, direct, "case {i}: groups add up");
-        }
     }
-    // A reopened store loads its in-memory day rows from the file and answers the same.
-    let reopened = store::open(&url, params).await.unwrap();
-    let q = MetricsQuery {
-        from: Timestamp(t0 - 86_400_000),
-        to: Timestamp(t0 + 5 * 86_400_000),
-        filter: MetricFilter::default(),
-        group_by: Some(GroupBy::Agent),
-        tz: chrono_tz::UTC,
-    };
-    let again = query(reopened.as_ref(), &q, &params).await.unwrap();
-    assert_eq!(again.totals, tally_cdrs(cdrs.iter(), &params));
-    assert_eq!(
-        again.groups,
-        query(store.as_ref(), &q, &params).await.unwrap().groups
-    );
 }
 
 #[tokio::test]
 async fn the_last_version_of_a_call_in_one_batch_wins_and_counts_once() {
-    let (_dir, url) = temp_db();
-    let params = MetricParams::default();
-    let store = store::open(&url, params).await.unwrap();
-    let first = answered_after(5);
-    let mut second = answered_after(25);
-    second.trunk_id = Some("ST_b".into());
-    store
-        .upsert_cdrs(&[first, second.clone()], Timestamp(0))
-        .await
-        .unwrap();
-    assert_eq!(store.get_cdr("SCL_sl").await.unwrap(), Some(second.clone()));
-    let rows = store
-        .rollup_rows(
-            Timestamp(0),
-            Timestamp(i64::MAX / 2),
-            &MetricFilter::default(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].trunk_id.as_deref(), Some("ST_b"));
-    assert_eq!(rows[0].tally, tally_cdrs([&second], &params));
+    for (backend, url, _keep) in backends().await {
+        let params = MetricParams::default();
+        let store = store::open(&url, params).await.unwrap();
+        let first = answered_after(5);
+        let mut second = answered_after(25);
+        second.trunk_id = Some("ST_b".into());
+        store
+            .upsert_cdrs(&[first, second.clone()], Timestamp(0))
+            .await
+            .unwrap();
+        assert_eq!(store.get_cdr("SCL_sl").await.unwrap(), Some(second.clone()));
+        let rows = store
+            .rollup_rows(
+                Timestamp(0),
+                Timestamp(i64::MAX / 2),
+                &MetricFilter::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1, "{backend}");
+        assert_eq!(rows[0].trunk_id.as_deref(), Some("ST_b"));
+        assert_eq!(rows[0].tally, tally_cdrs([&second], &params));
+    }
 }
 
 /// An agent's stored state is its report with the latest event time, whatever the arrival order;
@@ -241,55 +231,58 @@ async fn agent_states_keep_the_latest_report_by_event_time() {
     use callpulse_core::event::AgentState;
     use callpulse_core::live::ReportedState;
     use callpulse_server::store::{AgentReport, Appended, NewEvent};
-    let (_dir, url) = temp_db();
-    let store = store::open(&url, MetricParams::default()).await.unwrap();
-    let report = |id: &str, agent: &str, state: AgentState, at: i64| NewEvent {
-        source: Source::App,
-        event_id: id.into(),
-        event_type: "agent_state".into(),
-        received_at: Timestamp(at),
-        body: b"{}".to_vec(),
-        call_event: None,
-        agent_report: Some(AgentReport {
-            agent_id: agent.into(),
-            reported: ReportedState {
-                state,
-                at: Timestamp(at),
-            },
-        }),
-    };
-    let appended = store
-        .append(&[
-            report("1", "alice", AgentState::Busy, 2_000),
-            report("2", "alice", AgentState::Available, 1_000),
-            report("3", "bob", AgentState::Away, 5_000),
-        ])
-        .await
-        .unwrap();
-    assert!(
-        appended
-            .iter()
-            .all(|a| matches!(a, Appended::Stored { .. }))
-    );
-    assert_eq!(
-        store
-            .append(&[report("3", "bob", AgentState::Offline, 9_000)])
+    for (backend, url, _keep) in backends().await {
+        let store = store::open(&url, MetricParams::default()).await.unwrap();
+        let report = |id: &str, agent: &str, state: AgentState, at: i64| NewEvent {
+            source: Source::App,
+            event_id: id.into(),
+            event_type: "agent_state".into(),
+            received_at: Timestamp(at),
+            body: b"{}".to_vec(),
+            call_event: None,
+            agent_report: Some(AgentReport {
+                agent_id: agent.into(),
+                reported: ReportedState {
+                    state,
+                    at: Timestamp(at),
+                },
+            }),
+            occurred_at: Timestamp(at),
+        };
+        let appended = store
+            .append(&[
+                report("1", "alice", AgentState::Busy, 2_000),
+                report("2", "alice", AgentState::Available, 1_000),
+                report("3", "bob", AgentState::Away, 5_000),
+            ])
             .await
-            .unwrap(),
-        vec![Appended::Duplicate]
-    );
-    let states: Vec<(String, AgentState, i64)> = store
-        .agent_states()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| (r.agent_id, r.reported.state, r.reported.at.millis()))
-        .collect();
-    assert_eq!(
-        states,
-        vec![
-            ("alice".into(), AgentState::Busy, 2_000),
-            ("bob".into(), AgentState::Away, 5_000),
-        ]
-    );
+            .unwrap();
+        assert!(
+            appended
+                .iter()
+                .all(|a| matches!(a, Appended::Stored { .. }))
+        );
+        assert_eq!(
+            store
+                .append(&[report("3", "bob", AgentState::Offline, 9_000)])
+                .await
+                .unwrap(),
+            vec![Appended::Duplicate]
+        );
+        let states: Vec<(String, AgentState, i64)> = store
+            .agent_states()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.agent_id, r.reported.state, r.reported.at.millis()))
+            .collect();
+        assert_eq!(
+            states,
+            vec![
+                ("alice".into(), AgentState::Busy, 2_000),
+                ("bob".into(), AgentState::Away, 5_000),
+            ],
+            "{backend}"
+        );
+    }
 }

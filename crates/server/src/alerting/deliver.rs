@@ -8,6 +8,7 @@
 
 use super::channels::{self, Request};
 use super::rules::{AlertConfig, ChannelKind};
+use crate::leader::{Role, Turn};
 use crate::store::{Store, StoreError};
 use callpulse_core::Timestamp;
 use std::sync::Arc;
@@ -108,6 +109,9 @@ async fn reassert_firing(store: &dyn Store, config: &AlertConfig, client: &reqwe
 }
 
 /// Runs until `shutdown`: delivers when woken and at least every second.
+/// The role of delivering notices: one instance plays it, or each would send every notice.
+pub const ROLE: &str = "alert_delivery";
+
 pub async fn run_deliverer(
     store: Arc<dyn Store>,
     config: Arc<AlertConfig>,
@@ -119,7 +123,14 @@ pub async fn run_deliverer(
         .build()
         .expect("an HTTP client with a timeout builds");
     let mut last_reassert = tokio::time::Instant::now();
+    let mut role = Role::new(ROLE);
     loop {
+        if role.turn(store.as_ref()).await == Turn::Standby {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(crate::pipeline::STANDBY_POLL) => continue,
+            }
+        }
         loop {
             match deliver_due(store.as_ref(), &config, &client, crate::pipeline::now()).await {
                 Ok(n) if n as i64 == BATCH => continue,

@@ -3,6 +3,7 @@
 
 use super::rules::{AlertConfig, Rule, Source, sample_of};
 use crate::http::dto::{metrics_json, rfc3339};
+use crate::leader::{Role, Turn};
 use crate::live::LiveHub;
 use crate::metrics::{self, GroupBy, GroupKey, MetricsQuery};
 use crate::store::{AlertRecord, MetricFilter, Store, StoreError};
@@ -389,6 +390,9 @@ fn trunk_reading(rule: &Rule, rate: Reading, streak: Streak) -> Reading {
 
 /// Runs the evaluator every `interval_ms` until `shutdown`; wakes the deliverer after a
 /// transition.
+/// The role of evaluating rules and delivering notices: one instance plays it.
+pub const ROLE: &str = "alerts";
+
 pub async fn run_evaluator(
     mut evaluator: Evaluator,
     store: Arc<dyn Store>,
@@ -399,7 +403,25 @@ pub async fn run_evaluator(
 ) {
     let interval = Duration::from_millis(evaluator.config.interval_ms as u64);
     live.set_alerts(evaluator.firing());
+    let mut role = Role::new(ROLE);
     loop {
+        match role.turn(store.as_ref()).await {
+            Turn::Leading => {}
+            Turn::Took => {
+                // Another instance may have recorded transitions while this one stood by.
+                match Evaluator::load(store.as_ref(), evaluator.config.clone(), evaluator.tz).await
+                {
+                    Ok(loaded) => evaluator = loaded,
+                    Err(e) => tracing::error!(error = %e, "reloading alert states failed"),
+                }
+            }
+            Turn::Standby => {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(crate::pipeline::STANDBY_POLL) => continue,
+                }
+            }
+        }
         match evaluator
             .tick(store.as_ref(), &live, &params, crate::pipeline::now())
             .await

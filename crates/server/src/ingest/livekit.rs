@@ -82,6 +82,8 @@ pub struct DecodedWebhook {
     /// The LiveKit event id, or `sha256:<hex>` of the body when it has none (METRICS.md §9).
     pub event_id: String,
     pub event_name: String,
+    /// When it happened: its `createdAt`, or when it arrived if that is missing or absurd.
+    pub at: Timestamp,
     /// The call event it contributes, if it matters to a CDR.
     pub call_event: Option<CallEvent>,
 }
@@ -161,6 +163,7 @@ pub fn decode(body: &[u8], received_at: Timestamp) -> Result<DecodedWebhook, Ing
     Ok(DecodedWebhook {
         event_id,
         event_name: event.event,
+        at,
         call_event,
     })
 }

@@ -39,6 +39,7 @@ pub fn webhook_entry(
         body,
         call_event: decoded.call_event,
         agent_report: None,
+        occurred_at: decoded.at,
     }
 }
 
@@ -51,6 +52,10 @@ pub fn app_entries(
         .into_iter()
         .map(|(event, raw)| {
             let event_id = event.id().to_owned();
+            let occurred_at = match &event {
+                app_events::AppEvent::Call(e) => e.at,
+                app_events::AppEvent::AgentState { at, .. } => *at,
+            };
             let (call_event, agent_report) = match event {
                 app_events::AppEvent::Call(e) => (Some(*e), None),
                 app_events::AppEvent::AgentState {
@@ -74,6 +79,7 @@ pub fn app_entries(
                 body: serde_json::to_vec(&raw).unwrap_or_default(),
                 call_event,
                 agent_report,
+                occurred_at,
             }
         })
         .collect()

@@ -1,9 +1,10 @@
 //! Storage: one `Store` trait speaking core types, one implementation per backend.
 //!
-//! The backend is chosen once from the database URL (`sqlite://...`). Only this module knows SQL.
-//! The event log is the ground truth; `call_events` and `cdrs` are derived from it and can be
-//! rebuilt (`callpulse rebuild`).
+//! The backend is chosen once from the database URL (`sqlite://...` or `postgres://...`). Only
+//! this module knows SQL. The event log is the ground truth; `call_events` and `cdrs` are derived
+//! from it and can be rebuilt (`callpulse rebuild`).
 
+mod postgres;
 pub mod rollup;
 mod sqlite;
 
@@ -13,6 +14,7 @@ use callpulse_core::metrics::{MetricParams, Tally};
 use callpulse_core::{CallEvent, Cdr, Direction, Outcome, Source, Timestamp};
 use std::sync::Arc;
 
+pub use postgres::{DAYS_AHEAD, PgStore};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,8 +25,100 @@ pub enum StoreError {
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
-    #[error("unsupported database url `{0}` (expected sqlite://...)")]
+    #[error("unsupported database url `{0}` (expected sqlite://... or postgres://...)")]
     UnsupportedUrl(String),
+    #[error("{0}")]
+    Unsupported(&'static str),
+}
+
+/// A position in the call-event log, in the order the CDR pipeline applies events.
+///
+/// SQLite has one writer, so log sequence numbers are allocated in commit order and `seq` alone
+/// is the position (`tx` is 0). On PostgreSQL concurrent appends commit in any order, so the
+/// position is the writing transaction's id, then `seq`, and only transactions older than every
+/// running one are read: a row can never appear behind a position already passed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LogPosition {
+    pub tx: i64,
+    pub seq: i64,
+}
+
+/// A change another instance sharing the database made, for this instance's live state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// These calls' CDRs were stored.
+    Cdrs(Vec<String>),
+    /// An agent reported a state.
+    Agents,
+    /// An alert fired or resolved.
+    Alerts,
+    /// Changes may have been missed (the connection dropped): reload the live state.
+    Resync,
+}
+
+/// A held lease on a role only one instance may play at a time (the CDR pipeline, the alert
+/// evaluator). Dropping it gives the role up.
+#[async_trait]
+pub trait Lease: Send {
+    /// Whether the lease is still held (the database may have dropped the session).
+    async fn held(&mut self) -> bool;
+}
+
+/// How long each kind of row is kept. PostgreSQL enforces it by dropping whole partitions once
+/// their newest possible row is older than the limit; rollups outlive the rows they summarise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    /// The event log and the decoded call events.
+    pub events_days: u32,
+    pub quarantine_days: u32,
+    pub cdrs_days: u32,
+    pub rollups_days: u32,
+}
+
+impl RetentionPolicy {
+    /// Refuses a policy that drops rollups before the rows they summarise.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.rollups_days < self.cdrs_days || self.rollups_days < self.events_days {
+            return Err(format!(
+                "rollup retention ({} days) must be at least the CDR ({} days) and event ({} \
+                 days) retention: metrics would vanish before the calls they count",
+                self.rollups_days, self.cdrs_days, self.events_days
+            ));
+        }
+        if [self.events_days, self.quarantine_days, self.cdrs_days]
+            .iter()
+            .any(|d| *d == 0)
+        {
+            return Err("retention must be at least 1 day".into());
+        }
+        Ok(())
+    }
+}
+
+/// A partition past its retention.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpiredPartition {
+    pub table: String,
+    pub partition: String,
+    /// The partition's upper bound: every row in it is older.
+    pub until: Timestamp,
+    pub rows: i64,
+}
+
+/// What a maintenance pass did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Maintenance {
+    pub created: Vec<String>,
+    /// Rows moved out of catch-all partitions into partitions created for them.
+    pub adopted_rows: i64,
+    pub dropped: Vec<ExpiredPartition>,
+}
+
+/// How full the catch-all partitions are: rows there mean a partition was missing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DefaultPartitionRows {
+    pub table: String,
+    pub rows: i64,
 }
 
 /// An authentic event to append to the log.
@@ -39,6 +133,10 @@ pub struct NewEvent {
     pub call_event: Option<CallEvent>,
     /// An agent's reported state (`agent_state`), kept as that agent's latest when it is newer.
     pub agent_report: Option<AgentReport>,
+    /// When the event happened by its own body (LiveKit's `createdAt`, an application event's
+    /// `at`), else when it arrived. A retry carries the same body, so it has the same time: the
+    /// partitioned log finds duplicates within one partition.
+    pub occurred_at: Timestamp,
 }
 
 /// A firing alert as stored: its rule, key and the notice that fired it.
@@ -199,12 +297,14 @@ pub trait Store: Send + Sync + 'static {
     async fn quarantine_count(&self) -> Result<i64, StoreError>;
     async fn event_count(&self) -> Result<i64, StoreError>;
 
-    /// Decoded call events with a log position after `seq`, in log order.
+    /// Decoded call events with a log position after `after`, in log order.
     async fn call_events_after(
         &self,
-        seq: i64,
+        after: LogPosition,
         limit: i64,
-    ) -> Result<Vec<(i64, CallEvent)>, StoreError>;
+    ) -> Result<Vec<(LogPosition, CallEvent)>, StoreError>;
+    /// The position of the last call event in the log.
+    async fn log_head(&self) -> Result<LogPosition, StoreError>;
     /// The calls already known in a room.
     async fn calls_in_room(
         &self,
@@ -244,10 +344,13 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
     ) -> Result<Vec<String>, StoreError>;
 
-    async fn cursor(&self, name: &str) -> Result<i64, StoreError>;
-    /// Call events after log position `seq`: how many, and when the oldest arrived.
-    async fn call_events_backlog(&self, seq: i64) -> Result<(i64, Option<Timestamp>), StoreError>;
-    async fn set_cursor(&self, name: &str, value: i64) -> Result<(), StoreError>;
+    async fn cursor(&self, name: &str) -> Result<LogPosition, StoreError>;
+    /// Call events after `after`: how many, and when the oldest arrived.
+    async fn call_events_backlog(
+        &self,
+        after: LogPosition,
+    ) -> Result<(i64, Option<Timestamp>), StoreError>;
+    async fn set_cursor(&self, name: &str, value: LogPosition) -> Result<(), StoreError>;
 
     async fn list_cdrs(&self, query: &CdrQuery) -> Result<Vec<Cdr>, StoreError>;
     async fn get_cdr(&self, call_id: &str) -> Result<Option<Cdr>, StoreError>;
@@ -299,6 +402,65 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_call_events(&self, rows: &[(i64, CallEvent)]) -> Result<(), StoreError>;
     /// Every call id with at least one call-scoped event.
     async fn all_call_ids(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Takes the lease on `role` if no other instance holds it. A backend used by one process
+    /// at a time always grants it.
+    async fn try_lease(&self, role: &str) -> Result<Option<Box<dyn Lease>>, StoreError>;
+    /// Changes made through other instances sharing this database, when the backend can share.
+    async fn watch(
+        &self,
+    ) -> Result<Option<futures::stream::BoxStream<'static, Change>>, StoreError> {
+        Ok(None)
+    }
+    /// Housekeeping due at `now`: partitions ahead of need, rows stranded in catch-all
+    /// partitions moved where they belong, partitions past retention dropped.
+    async fn maintain(
+        &self,
+        _now: Timestamp,
+        _retention: &RetentionPolicy,
+    ) -> Result<Maintenance, StoreError> {
+        Ok(Maintenance::default())
+    }
+    /// The partitions past retention at `now`; dropped unless `dry_run`.
+    async fn enforce_retention(
+        &self,
+        _now: Timestamp,
+        _retention: &RetentionPolicy,
+        _dry_run: bool,
+    ) -> Result<Vec<ExpiredPartition>, StoreError> {
+        Err(StoreError::Unsupported(
+            "retention drops PostgreSQL partitions; the SQLite store keeps everything",
+        ))
+    }
+    /// The CDRs of these calls (those that exist), in no particular order.
+    async fn get_cdrs(&self, call_ids: &[String]) -> Result<Vec<Cdr>, StoreError>;
+    /// Rows in each catch-all partition (none for a backend without partitions).
+    async fn default_partition_rows(&self) -> Result<Vec<DefaultPartitionRows>, StoreError> {
+        Ok(vec![])
+    }
+}
+
+/// A lease that is never contended (one process owns the database).
+pub struct SoleLease;
+
+#[async_trait]
+impl Lease for SoleLease {
+    async fn held(&mut self) -> bool {
+        true
+    }
+}
+
+/// The last version of each call in a batch, in first-seen order of the winners.
+pub(crate) fn latest_versions(cdrs: &[Cdr]) -> Vec<&Cdr> {
+    let mut position: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, cdr) in cdrs.iter().enumerate() {
+        position.insert(cdr.call_id.as_str(), i);
+    }
+    cdrs.iter()
+        .enumerate()
+        .filter(|(i, c)| position[c.call_id.as_str()] == *i)
+        .map(|(_, c)| c)
+        .collect()
 }
 
 /// Opens the store named by `url` and brings its schema up to date. `params` decide how a CDR
@@ -306,6 +468,8 @@ pub trait Store: Send + Sync + 'static {
 pub async fn open(url: &str, params: MetricParams) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::open(url, params).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(Arc::new(PgStore::open(url, params).await?))
     } else {
         Err(StoreError::UnsupportedUrl(url.to_owned()))
     }
@@ -315,6 +479,14 @@ pub(crate) fn source_name(source: Source) -> &'static str {
     match source {
         Source::Livekit => "livekit",
         Source::App => "app",
+    }
+}
+
+pub(crate) fn parse_direction(s: &str) -> Result<Direction, StoreError> {
+    match s {
+        "inbound" => Ok(Direction::Inbound),
+        "outbound" => Ok(Direction::Outbound),
+        other => Err(StoreError::Corrupt(format!("unknown direction `{other}`"))),
     }
 }
 

@@ -5,7 +5,7 @@
 //! UTC levels (quarter-hour, hour, day). A query reads the slice and the coarsest levels that tile
 //! its window, so a 30-day question reads 30 day rows, not 2,880 quarter-hours.
 
-use super::{BUCKET_MS, RollupRow};
+use super::{BUCKET_MS, RollupRow, StoreError, parse_direction};
 use callpulse_core::Direction;
 use callpulse_core::metrics::{Histogram, Tally};
 use std::collections::HashMap;
@@ -130,6 +130,91 @@ pub fn accumulate(deltas: &mut HashMap<RollupKey, Tally>, row: &RollupRow, sign:
             deltas.entry(key).or_default().add(&row.tally, sign);
         }
     }
+}
+
+/// The stored rows after adding `deltas` to `current`: the keys whose rows became empty (to
+/// delete) and the new tallies of the others (to upsert).
+pub fn fold<'k>(
+    mut current: HashMap<RollupKey, Tally>,
+    deltas: &[&'k (RollupKey, Tally)],
+) -> (Vec<&'k RollupKey>, Vec<(&'k RollupKey, Tally)>) {
+    let mut emptied = Vec::new();
+    let mut updated = Vec::new();
+    for (key, delta) in deltas {
+        let mut tally = current.remove(key).unwrap_or_default();
+        tally.add(delta, 1);
+        if tally.is_empty() {
+            emptied.push(key);
+        } else {
+            updated.push((key, tally));
+        }
+    }
+    (emptied, updated)
+}
+
+/// One column of a rollup key, for binding.
+pub enum KeyPart<'a> {
+    Int(i64),
+    Text(&'a str),
+}
+
+pub fn key_parts(key: &RollupKey) -> [KeyPart<'_>; 5] {
+    match key {
+        RollupKey::Combo {
+            bucket,
+            direction,
+            trunk_id,
+            agent_id,
+            queue,
+        } => [
+            KeyPart::Int(*bucket),
+            KeyPart::Text(direction.as_str()),
+            KeyPart::Text(trunk_id),
+            KeyPart::Text(agent_id),
+            KeyPart::Text(queue),
+        ],
+        RollupKey::Slice {
+            slice,
+            level,
+            bucket,
+            direction,
+            value,
+        } => [
+            KeyPart::Int(*slice as i64),
+            KeyPart::Int(*level as i64),
+            KeyPart::Int(*bucket),
+            KeyPart::Int(direction_code(*direction)),
+            KeyPart::Text(value),
+        ],
+    }
+}
+
+pub fn key_of_row<'r, R>(combo: bool, r: &'r R) -> Result<RollupKey, StoreError>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let corrupt = || StoreError::Corrupt("unreadable rollup key".into());
+    Ok(if combo {
+        RollupKey::Combo {
+            bucket: r.get(0),
+            direction: parse_direction(r.get(1))?,
+            trunk_id: r.get(2),
+            agent_id: r.get(3),
+            queue: r.get(4),
+        }
+    } else {
+        RollupKey::Slice {
+            slice: Slice::from_code(r.get(0)).ok_or_else(corrupt)?,
+            level: Level::from_code(r.get(1)).ok_or_else(corrupt)?,
+            bucket: r.get(2),
+            direction: direction_from_code(r.get(3)).ok_or_else(corrupt)?,
+            value: r.get(4),
+        }
+    })
 }
 
 pub fn direction_code(d: Direction) -> i64 {

@@ -1,11 +1,11 @@
 //! The embedded SQLite backend: one file, WAL, `synchronous=FULL` so that a committed append is on
 //! disk before the webhook is answered.
 
-use super::rollup::{self, Level, RollupKey, Slice};
+use super::rollup::{self, KeyPart, Level, RollupKey, Slice, key_of_row, key_parts};
 use super::{
-    AgentReport, AlertRecord, Appended, CdrQuery, Delivery, MetricFilter, NewEvent, Quarantined,
-    RawEvent, RollupRow, Store, StoreError, StoredAlert, TimelineEntry, event_index, parse_source,
-    source_name,
+    AgentReport, AlertRecord, Appended, CdrQuery, Delivery, Lease, LogPosition, MetricFilter,
+    NewEvent, Quarantined, RawEvent, RollupRow, SoleLease, Store, StoreError, StoredAlert,
+    TimelineEntry, event_index, latest_versions, parse_direction, parse_source, source_name,
 };
 use super::{Buckets, SliceFilter};
 use async_trait::async_trait;
@@ -276,18 +276,36 @@ impl Store for SqliteStore {
 
     async fn call_events_after(
         &self,
-        seq: i64,
+        after: LogPosition,
         limit: i64,
-    ) -> Result<Vec<(i64, CallEvent)>, StoreError> {
+    ) -> Result<Vec<(LogPosition, CallEvent)>, StoreError> {
         let rows =
             sqlx::query("SELECT seq, body FROM call_events WHERE seq > ? ORDER BY seq LIMIT ?")
-                .bind(seq)
+                .bind(after.seq)
                 .bind(limit)
                 .fetch_all(&self.pool)
                 .await?;
         rows.iter()
-            .map(|r| Ok((r.get("seq"), decode_json(r.get::<&str, _>("body"))?)))
+            .map(|r| {
+                Ok((
+                    LogPosition {
+                        tx: 0,
+                        seq: r.get("seq"),
+                    },
+                    decode_json(r.get::<&str, _>("body"))?,
+                ))
+            })
             .collect()
+    }
+
+    async fn log_head(&self) -> Result<LogPosition, StoreError> {
+        let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM call_events")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(LogPosition {
+            tx: 0,
+            seq: seq.unwrap_or(0),
+        })
     }
 
     async fn calls_in_room(
@@ -343,17 +361,7 @@ impl Store for SqliteStore {
     }
 
     async fn upsert_cdrs(&self, cdrs: &[Cdr], now: Timestamp) -> Result<(), StoreError> {
-        // The last version of each call wins within a batch.
-        let mut position: HashMap<&str, usize> = HashMap::new();
-        for (i, cdr) in cdrs.iter().enumerate() {
-            position.insert(cdr.call_id.as_str(), i);
-        }
-        let unique: Vec<&Cdr> = cdrs
-            .iter()
-            .enumerate()
-            .filter(|(i, c)| position[c.call_id.as_str()] == *i)
-            .map(|(_, c)| c)
-            .collect();
+        let unique = latest_versions(cdrs);
         let mut tx = self.writer.begin().await?;
         let mut deltas = HashMap::new();
         for chunk in unique.chunks(CDR_CHUNK) {
@@ -561,12 +569,15 @@ impl Store for SqliteStore {
         .await?)
     }
 
-    async fn call_events_backlog(&self, seq: i64) -> Result<(i64, Option<Timestamp>), StoreError> {
+    async fn call_events_backlog(
+        &self,
+        after: LogPosition,
+    ) -> Result<(i64, Option<Timestamp>), StoreError> {
         let row = sqlx::query(
             "SELECT COUNT(*) AS n, MIN(e.received_at_ms) AS oldest
              FROM call_events c JOIN event_log e ON e.seq = c.seq WHERE c.seq > ?",
         )
-        .bind(seq)
+        .bind(after.seq)
         .fetch_one(&self.pool)
         .await?;
         Ok((
@@ -575,21 +586,24 @@ impl Store for SqliteStore {
         ))
     }
 
-    async fn cursor(&self, name: &str) -> Result<i64, StoreError> {
+    async fn cursor(&self, name: &str) -> Result<LogPosition, StoreError> {
         let v: Option<i64> = sqlx::query_scalar("SELECT value FROM cursors WHERE name = ?")
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(v.unwrap_or(0))
+        Ok(LogPosition {
+            tx: 0,
+            seq: v.unwrap_or(0),
+        })
     }
 
-    async fn set_cursor(&self, name: &str, value: i64) -> Result<(), StoreError> {
+    async fn set_cursor(&self, name: &str, value: LogPosition) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO cursors (name, value) VALUES (?, ?)
              ON CONFLICT (name) DO UPDATE SET value = excluded.value",
         )
         .bind(name)
-        .bind(value)
+        .bind(value.seq)
         .execute(&self.writer)
         .await?;
         Ok(())
@@ -932,6 +946,24 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await?)
     }
+
+    async fn get_cdrs(&self, call_ids: &[String]) -> Result<Vec<Cdr>, StoreError> {
+        let mut out = Vec::with_capacity(call_ids.len());
+        for chunk in call_ids.chunks(500) {
+            let mut sql = QueryBuilder::<Sqlite>::new("SELECT body FROM cdrs WHERE call_id IN (");
+            let mut ids = sql.separated(", ");
+            for id in chunk {
+                ids.push_bind(id.as_str());
+            }
+            sql.push(")");
+            out.extend(decode_bodies(&sql.build().fetch_all(&self.pool).await?)?);
+        }
+        Ok(out)
+    }
+
+    async fn try_lease(&self, _role: &str) -> Result<Option<Box<dyn Lease>>, StoreError> {
+        Ok(Some(Box::new(SoleLease)))
+    }
 }
 
 async fn insert_call_event(
@@ -956,14 +988,6 @@ async fn insert_call_event(
     Ok(())
 }
 
-fn parse_direction(s: &str) -> Result<Direction, StoreError> {
-    match s {
-        "inbound" => Ok(Direction::Inbound),
-        "outbound" => Ok(Direction::Outbound),
-        other => Err(StoreError::Corrupt(format!("unknown direction `{other}`"))),
-    }
-}
-
 /// Rollup rows read and written per statement.
 const DELTA_CHUNK: usize = 300;
 /// CDRs written per statement (18 values each, under SQLite's variable limit).
@@ -971,58 +995,6 @@ const CDR_CHUNK: usize = 50;
 
 const COMBO_COLUMNS: &str = "bucket_ms, direction, trunk_id, agent_id, queue";
 const SLICE_COLUMNS: &str = "slice, level, bucket_ms, direction, value";
-
-fn key_parts(key: &RollupKey) -> [KeyPart<'_>; 5] {
-    match key {
-        RollupKey::Combo {
-            bucket,
-            direction,
-            trunk_id,
-            agent_id,
-            queue,
-        } => [
-            KeyPart::Int(*bucket),
-            KeyPart::Text(direction.as_str()),
-            KeyPart::Text(trunk_id),
-            KeyPart::Text(agent_id),
-            KeyPart::Text(queue),
-        ],
-        RollupKey::Slice {
-            slice,
-            level,
-            bucket,
-            direction,
-            value,
-        } => [
-            KeyPart::Int(*slice as i64),
-            KeyPart::Int(*level as i64),
-            KeyPart::Int(*bucket),
-            KeyPart::Int(rollup::direction_code(*direction)),
-            KeyPart::Text(value),
-        ],
-    }
-}
-
-fn key_of_row(combo: bool, r: &sqlx::sqlite::SqliteRow) -> Result<RollupKey, StoreError> {
-    let corrupt = || StoreError::Corrupt("unreadable rollup key".into());
-    Ok(if combo {
-        RollupKey::Combo {
-            bucket: r.get(0),
-            direction: parse_direction(r.get(1))?,
-            trunk_id: r.get(2),
-            agent_id: r.get(3),
-            queue: r.get(4),
-        }
-    } else {
-        RollupKey::Slice {
-            slice: Slice::from_code(r.get(0)).ok_or_else(corrupt)?,
-            level: Level::from_code(r.get(1)).ok_or_else(corrupt)?,
-            bucket: r.get(2),
-            direction: rollup::direction_from_code(r.get(3)).ok_or_else(corrupt)?,
-            value: r.get(4),
-        }
-    })
-}
 
 fn push_key_list<'q>(sql: &mut QueryBuilder<'q, Sqlite>, keys: &[&'q RollupKey]) {
     sql.push("(VALUES ");
@@ -1073,17 +1045,7 @@ async fn apply_deltas(
                 .ok_or_else(|| StoreError::Corrupt("undecodable rollup tally".into()))?;
             current.insert(key_of_row(combo, &r)?, tally);
         }
-        let mut emptied = Vec::new();
-        let mut updated = Vec::new();
-        for (key, delta) in &mine {
-            let mut tally = current.remove(key).unwrap_or_default();
-            tally.add(delta, 1);
-            if tally.is_empty() {
-                emptied.push(key);
-            } else {
-                updated.push((key, rollup::encode_tally(&tally)));
-            }
-        }
+        let (emptied, updated) = rollup::fold(current, &mine);
         if !emptied.is_empty() {
             let mut delete =
                 QueryBuilder::<Sqlite>::new(format!("DELETE FROM {table} WHERE ({columns}) IN "));
@@ -1093,14 +1055,14 @@ async fn apply_deltas(
         if !updated.is_empty() {
             let mut upsert =
                 QueryBuilder::<Sqlite>::new(format!("INSERT INTO {table} ({columns}, tally) "));
-            upsert.push_values(&updated, |mut row, (key, bytes)| {
+            upsert.push_values(&updated, |mut row, (key, tally)| {
                 for part in key_parts(key) {
                     match part {
                         KeyPart::Int(v) => row.push_bind(v),
                         KeyPart::Text(v) => row.push_bind(v),
                     };
                 }
-                row.push_bind(bytes.clone());
+                row.push_bind(rollup::encode_tally(tally));
             });
             upsert.push(format!(
                 " ON CONFLICT ({columns}) DO UPDATE SET tally = excluded.tally"
@@ -1109,9 +1071,4 @@ async fn apply_deltas(
         }
     }
     Ok(())
-}
-
-enum KeyPart<'a> {
-    Int(i64),
-    Text(&'a str),
 }

@@ -1,0 +1,1170 @@
+//! The PostgreSQL backend, for production and for several instances sharing one database.
+//!
+//! Same trait, same derived tables as SQLite, with three differences that matter:
+//! - Tables that grow with time are partitioned (`partitions`), and retention drops partitions.
+//! - The CDR pipeline's position is (writing transaction, seq), read only below every running
+//!   transaction, because concurrent appends commit out of `seq` order.
+//! - Every CDR write takes one advisory lock for its transaction, so rollups stay exact even if
+//!   two writers ever overlap, and announces the calls it wrote (`NOTIFY`), so every instance's
+//!   live state follows the one pipeline.
+//!
+//! There is no in-memory rollup cache here: another instance may write at any moment.
+
+mod partitions;
+
+use super::rollup::{self, KeyPart, Level, RollupKey, Slice, key_of_row, key_parts};
+use super::{
+    AgentReport, AlertRecord, Appended, Buckets, CdrQuery, Change, DefaultPartitionRows, Delivery,
+    ExpiredPartition, Lease, LogPosition, Maintenance, MetricFilter, NewEvent, Quarantined,
+    RawEvent, RetentionPolicy, RollupRow, SliceFilter, Store, StoreError, StoredAlert,
+    TimelineEntry, event_index, latest_versions, parse_direction, parse_source, source_name,
+};
+use async_trait::async_trait;
+use callpulse_core::event::{AgentState, EventBody, Scope};
+use callpulse_core::live::ReportedState;
+use callpulse_core::metrics::{MetricParams, Tally};
+use callpulse_core::{CallEvent, Cdr, Outcome, Timestamp};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Postgres, QueryBuilder, Row};
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+pub use partitions::DAYS_AHEAD;
+
+/// Held while migrating and creating the first partitions, so instances starting together
+/// take turns.
+const STARTUP_LOCK: i64 = 0x6361_6c6c_7075_6c00;
+/// Held by every CDR write for its transaction.
+const ROLLUP_LOCK: i64 = 0x6361_6c6c_7075_6c02;
+/// The class of role leases (`pg_try_advisory_lock(class, hashtext(role))`).
+const LEASE_CLASS: i32 = 0x6370;
+const CDRS_CHANNEL: &str = "callpulse_cdrs";
+const AGENTS_CHANNEL: &str = "callpulse_agents";
+const ALERTS_CHANNEL: &str = "callpulse_alerts";
+/// NOTIFY payloads must stay under 8000 bytes.
+const NOTIFY_BYTES: usize = 7000;
+/// Rollup rows read and written per statement.
+const DELTA_CHUNK: usize = 1000;
+/// CDRs written per statement.
+const CDR_CHUNK: usize = 500;
+
+pub struct PgStore {
+    pool: PgPool,
+    options: PgConnectOptions,
+    params: MetricParams,
+}
+
+fn decode_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn encode_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn position_of(r: &PgRow) -> LogPosition {
+    LogPosition {
+        tx: r.get("tx"),
+        seq: r.get("seq"),
+    }
+}
+
+impl PgStore {
+    /// Connects, applies the migrations and creates the partitions of the coming days (under
+    /// an advisory lock: instances may start together).
+    pub async fn open(url: &str, params: MetricParams) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url)?
+            .application_name("callpulse")
+            .log_statements(tracing::log::LevelFilter::Trace);
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+            .await?;
+        let mut conn = pool.acquire().await?;
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(STARTUP_LOCK)
+            .execute(&mut *conn)
+            .await?;
+        let migrated = sqlx::migrate!("./migrations/postgres")
+            .run(&mut *conn)
+            .await;
+        let store = PgStore {
+            pool: pool.clone(),
+            options,
+            params,
+        };
+        let ensured = match migrated {
+            Ok(()) => partitions::ensure(&pool, crate::pipeline::now(), &RetentionPolicy::KEEP_ALL)
+                .await
+                .map(|_| ()),
+            Err(e) => Err(e.into()),
+        };
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(STARTUP_LOCK)
+            .execute(&mut *conn)
+            .await?;
+        ensured?;
+        Ok(store)
+    }
+
+    /// The partitions of `table` this store created, as (name, from, to).
+    pub async fn partitions_of(&self, table: &str) -> Result<Vec<(String, i64, i64)>, StoreError> {
+        let t = partitions::TABLES
+            .iter()
+            .find(|t| t.table == table)
+            .ok_or(StoreError::Unsupported("not a partitioned table"))?;
+        Ok(partitions::existing(&self.pool, t)
+            .await?
+            .into_iter()
+            .map(|p| (p.name, p.from, p.to))
+            .collect())
+    }
+
+    async fn cdrs_where(&self, clause: &str, arg: &str) -> Result<Vec<Cdr>, StoreError> {
+        let sql = format!("SELECT body::text AS body FROM cdrs WHERE {clause}");
+        let rows = sqlx::query(&sql).bind(arg).fetch_all(&self.pool).await?;
+        decode_bodies(&rows)
+    }
+}
+
+impl RetentionPolicy {
+    /// Keeps everything (what start-up assumes before the configured policy applies).
+    pub const KEEP_ALL: RetentionPolicy = RetentionPolicy {
+        events_days: 1_000_000,
+        quarantine_days: 1_000_000,
+        cdrs_days: 1_000_000,
+        rollups_days: 1_000_000,
+    };
+}
+
+fn decode_bodies(rows: &[PgRow]) -> Result<Vec<Cdr>, StoreError> {
+    rows.iter()
+        .map(|r| decode_json(r.get::<&str, _>("body")))
+        .collect()
+}
+
+async fn notify(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    channel: &str,
+    payload: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(channel)
+        .bind(payload)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// A role lease: a session-level advisory lock on its own connection, released when the
+/// connection closes (dropping the lease, or the process dying).
+struct PgLease {
+    conn: PgConnection,
+}
+
+#[async_trait]
+impl Lease for PgLease {
+    async fn held(&mut self) -> bool {
+        matches!(
+            tokio::time::timeout(Duration::from_secs(5), self.conn.ping()).await,
+            Ok(Ok(()))
+        )
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn append(&self, batch: &[NewEvent]) -> Result<Vec<Appended>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut out = Vec::with_capacity(batch.len());
+        let mut agents = false;
+        // The primary key holds the partition key, so it only finds a repeated id within one
+        // partition. Each id is locked instead (in one order, so batches cannot deadlock) and
+        // looked for in every partition: an id is stored once, whatever its time says.
+        let keys: Vec<String> = batch
+            .iter()
+            .map(|e| format!("{}:{}", source_name(e.source), e.event_id))
+            .collect();
+        sqlx::query(
+            "SELECT COUNT(pg_advisory_xact_lock(h)) FROM
+                 (SELECT DISTINCT hashtext(k) AS h FROM UNNEST($1::text[]) AS k ORDER BY h) ids",
+        )
+        .bind(&keys)
+        .execute(&mut *tx)
+        .await?;
+        for e in batch {
+            let seq: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO event_log
+                     (source, event_id, event_type, occurred_ms, received_at_ms, body)
+                 SELECT $1, $2, $3, $4, $5, $6
+                 WHERE NOT EXISTS (SELECT 1 FROM event_log WHERE source = $1 AND event_id = $2)
+                 ON CONFLICT DO NOTHING RETURNING seq",
+            )
+            .bind(source_name(e.source))
+            .bind(&e.event_id)
+            .bind(&e.event_type)
+            .bind(e.occurred_at.millis())
+            .bind(e.received_at.millis())
+            .bind(&e.body)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(seq) = seq else {
+                out.push(Appended::Duplicate);
+                continue;
+            };
+            if let Some(call_event) = &e.call_event {
+                insert_call_event(&mut tx, seq, e.received_at, call_event).await?;
+            }
+            if let Some(report) = &e.agent_report {
+                sqlx::query(
+                    "INSERT INTO agent_states (agent_id, state, at_ms) VALUES ($1, $2, $3)
+                     ON CONFLICT (agent_id) DO UPDATE
+                     SET state = excluded.state, at_ms = excluded.at_ms
+                     WHERE excluded.at_ms >= agent_states.at_ms",
+                )
+                .bind(&report.agent_id)
+                .bind(report.reported.state.as_str())
+                .bind(report.reported.at.millis())
+                .execute(&mut *tx)
+                .await?;
+                agents = true;
+            }
+            out.push(Appended::Stored { seq });
+        }
+        if agents {
+            notify(&mut tx, AGENTS_CHANNEL, "").await?;
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn quarantine(&self, item: &Quarantined) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO quarantine (source, received_at_ms, reason, content_type, body)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(source_name(item.source))
+        .bind(item.received_at.millis())
+        .bind(&item.reason)
+        .bind(&item.content_type)
+        .bind(&item.body)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn quarantine_count(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM quarantine")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn event_count(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM event_log")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn call_events_after(
+        &self,
+        after: LogPosition,
+        limit: i64,
+    ) -> Result<Vec<(LogPosition, CallEvent)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT xid::text::bigint AS tx, seq, body FROM call_events
+             WHERE (xid, seq) > ($1::text::xid8, $2)
+               AND xid < pg_snapshot_xmin(pg_current_snapshot())
+             ORDER BY xid, seq LIMIT $3",
+        )
+        .bind(after.tx.to_string())
+        .bind(after.seq)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((position_of(r), decode_json(r.get::<&str, _>("body"))?)))
+            .collect()
+    }
+
+    async fn log_head(&self) -> Result<LogPosition, StoreError> {
+        let row = sqlx::query(
+            "SELECT xid::text::bigint AS tx, seq FROM call_events ORDER BY xid DESC, seq DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(position_of).unwrap_or_default())
+    }
+
+    async fn calls_in_room(
+        &self,
+        sid: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
+        let (clause, arg) = match (sid, name) {
+            (Some(sid), _) => ("room_sid = $1", sid),
+            (None, Some(name)) => ("room_name = $1", name),
+            (None, None) => return Ok(vec![]),
+        };
+        let sql = format!("SELECT call_id FROM cdrs WHERE {clause}");
+        Ok(sqlx::query_scalar(&sql)
+            .bind(arg)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn events_for_call(&self, call_id: &str) -> Result<Vec<CallEvent>, StoreError> {
+        let own: Vec<String> =
+            sqlx::query_scalar("SELECT body FROM call_events WHERE call_id = $1")
+                .bind(call_id)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut events: Vec<CallEvent> = own
+            .iter()
+            .map(|b| decode_json(b))
+            .collect::<Result<_, _>>()?;
+        let room = events.iter().find_map(|e| match (&e.scope, &e.body) {
+            (
+                Scope::Call { .. },
+                EventBody::SipJoined { participant } | EventBody::SipLeft { participant, .. },
+            ) => Some((participant.room_sid.clone(), participant.room_name.clone())),
+            _ => None,
+        });
+        let Some((sid, name)) = room else {
+            return Ok(events);
+        };
+        let related: Vec<String> = sqlx::query_scalar(
+            "SELECT body FROM call_events
+             WHERE (call_id IS NULL OR call_id <> $1)
+               AND (room_sid = $2 OR (room_sid IS NULL AND room_name = $3))",
+        )
+        .bind(call_id)
+        .bind(sid)
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        for body in &related {
+            events.push(decode_json(body)?);
+        }
+        Ok(events)
+    }
+
+    async fn upsert_cdrs(&self, cdrs: &[Cdr], now: Timestamp) -> Result<(), StoreError> {
+        let unique = latest_versions(cdrs);
+        if unique.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(ROLLUP_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        let mut deltas = HashMap::new();
+        for chunk in unique.chunks(CDR_CHUNK) {
+            let ids: Vec<&str> = chunk.iter().map(|c| c.call_id.as_str()).collect();
+            let starts: HashMap<&str, i64> = chunk
+                .iter()
+                .map(|c| (c.call_id.as_str(), c.start_time.millis()))
+                .collect();
+            let mut moved_ids = Vec::new();
+            let mut moved_starts = Vec::new();
+            for r in sqlx::query(
+                "SELECT call_id, start_ms, contribution FROM cdrs WHERE call_id = ANY($1)",
+            )
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?
+            {
+                if let Some(old) = r.get::<Option<&str>, _>("contribution") {
+                    let old: RollupRow = decode_json(old)?;
+                    rollup::accumulate(&mut deltas, &old, -1);
+                }
+                let call_id: String = r.get("call_id");
+                let start: i64 = r.get("start_ms");
+                if starts.get(call_id.as_str()) != Some(&start) {
+                    moved_ids.push(call_id);
+                    moved_starts.push(start);
+                }
+            }
+            if !moved_ids.is_empty() {
+                // The call's start moved: its row may belong to another partition now.
+                sqlx::query(
+                    "DELETE FROM cdrs WHERE (call_id, start_ms) IN
+                         (SELECT * FROM UNNEST($1::text[], $2::bigint[]))",
+                )
+                .bind(&moved_ids)
+                .bind(&moved_starts)
+                .execute(&mut *tx)
+                .await?;
+            }
+            let mut rows = Vec::with_capacity(chunk.len());
+            for cdr in chunk {
+                let contribution = RollupRow::of(cdr, &self.params);
+                rollup::accumulate(&mut deltas, &contribution, 1);
+                rows.push((*cdr, encode_json(*cdr)?, encode_json(&contribution)?));
+            }
+            let mut insert = QueryBuilder::<Postgres>::new(
+                "INSERT INTO cdrs (call_id, start_ms, end_ms, last_event_ms, direction, outcome,
+                    trunk_id, agent_id, queue, room_sid, room_name, body, updated_at_ms, contribution,
+                    answer_ms, wrap_up_ms, short_abandon, transfer_type) ",
+            );
+            insert.push_values(&rows, |mut b, (cdr, body, contribution)| {
+                b.push_bind(cdr.call_id.as_str())
+                    .push_bind(cdr.start_time.millis())
+                    .push_bind(cdr.end_time.map(Timestamp::millis))
+                    .push_bind(cdr.last_event_at.millis())
+                    .push_bind(cdr.direction.as_str())
+                    .push_bind(cdr.outcome.as_str())
+                    .push_bind(cdr.trunk_id.as_deref())
+                    .push_bind(cdr.agent_id.as_deref())
+                    .push_bind(cdr.queue.as_deref())
+                    .push_bind(cdr.room_sid.as_deref())
+                    .push_bind(cdr.room_name.as_deref())
+                    .push_bind(body.as_str())
+                    .push_unseparated("::jsonb")
+                    .push_bind(now.millis())
+                    .push_bind(contribution.as_str())
+                    .push_bind(cdr.answer_time.map(Timestamp::millis))
+                    .push_bind((cdr.wrap_up_seconds * 1000.0).round() as i64)
+                    .push_bind(cdr.short_abandon)
+                    .push_bind(cdr.transfer_type.map(|t| t.as_str()));
+            });
+            insert.push(
+                " ON CONFLICT (call_id, start_ms) DO UPDATE SET
+                    end_ms = excluded.end_ms, last_event_ms = excluded.last_event_ms,
+                    direction = excluded.direction, outcome = excluded.outcome,
+                    trunk_id = excluded.trunk_id, agent_id = excluded.agent_id,
+                    queue = excluded.queue, room_sid = excluded.room_sid,
+                    room_name = excluded.room_name, body = excluded.body,
+                    updated_at_ms = excluded.updated_at_ms, contribution = excluded.contribution,
+                    answer_ms = excluded.answer_ms, wrap_up_ms = excluded.wrap_up_ms,
+                    short_abandon = excluded.short_abandon, transfer_type = excluded.transfer_type",
+            );
+            insert.build().execute(&mut *tx).await?;
+        }
+        let deltas: Vec<(RollupKey, Tally)> =
+            deltas.into_iter().filter(|(_, d)| !d.is_empty()).collect();
+        for chunk in deltas.chunks(DELTA_CHUNK) {
+            apply_deltas(&mut tx, chunk).await?;
+        }
+        let mut payload = String::new();
+        for cdr in &unique {
+            if payload.len() + cdr.call_id.len() + 1 > NOTIFY_BYTES {
+                notify(&mut tx, CDRS_CHANNEL, &payload).await?;
+                payload.clear();
+            }
+            if !payload.is_empty() {
+                payload.push('\n');
+            }
+            payload.push_str(&cdr.call_id);
+        }
+        notify(&mut tx, CDRS_CHANNEL, &payload).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn slice_rows(
+        &self,
+        slice: Slice,
+        level: Level,
+        buckets: &Buckets,
+        filter: SliceFilter<'_>,
+    ) -> Result<Vec<RollupRow>, StoreError> {
+        let mut sql = QueryBuilder::<Postgres>::new(
+            "SELECT bucket_ms, direction, value, tally FROM rollup_slices WHERE slice = ",
+        );
+        sql.push_bind(slice as i64)
+            .push(" AND level = ")
+            .push_bind(level as i64);
+        match buckets {
+            Buckets::Range(from, to) => {
+                sql.push(" AND bucket_ms >= ")
+                    .push_bind(from.millis())
+                    .push(" AND bucket_ms < ")
+                    .push_bind(to.millis());
+            }
+            Buckets::List(starts) if starts.is_empty() => return Ok(vec![]),
+            Buckets::List(starts) => {
+                sql.push(" AND bucket_ms = ANY(")
+                    .push_bind(starts.clone())
+                    .push(")");
+            }
+        }
+        if let Some(d) = filter.direction {
+            sql.push(" AND direction = ")
+                .push_bind(rollup::direction_code(d));
+        }
+        if let Some(v) = filter.value {
+            sql.push(" AND value = ").push_bind(v.to_owned());
+        }
+        let rows = sql.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let direction = rollup::direction_from_code(r.get("direction"))
+                    .ok_or_else(|| StoreError::Corrupt("unknown direction code".into()))?;
+                let value: String = r.get("value");
+                let tally = rollup::decode_tally(r.get::<&[u8], _>("tally"))
+                    .ok_or_else(|| StoreError::Corrupt("undecodable rollup tally".into()))?;
+                Ok(slice.row(
+                    r.get("bucket_ms"),
+                    direction,
+                    (!value.is_empty()).then_some(value),
+                    tally,
+                ))
+            })
+            .collect()
+    }
+
+    async fn latest_start(&self) -> Result<Option<Timestamp>, StoreError> {
+        let latest: Option<i64> = sqlx::query_scalar("SELECT MAX(start_ms) FROM cdrs")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(latest.map(Timestamp))
+    }
+
+    async fn rollup_rows(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        filter: &MetricFilter,
+    ) -> Result<Vec<RollupRow>, StoreError> {
+        let mut sql = QueryBuilder::<Postgres>::new(
+            "SELECT bucket_ms, direction, trunk_id, agent_id, queue, tally FROM rollups WHERE bucket_ms >= ",
+        );
+        sql.push_bind(from.millis())
+            .push(" AND bucket_ms < ")
+            .push_bind(to.millis());
+        if let Some(d) = filter.direction {
+            sql.push(" AND direction = ").push_bind(d.as_str());
+        }
+        for (column, value) in [
+            ("trunk_id", &filter.trunk_id),
+            ("agent_id", &filter.agent_id),
+            ("queue", &filter.queue),
+        ] {
+            if let Some(v) = value {
+                sql.push(format_args!(" AND {column} = "))
+                    .push_bind(v.clone());
+            }
+        }
+        let rows = sql.build().fetch_all(&self.pool).await?;
+        let dim = |r: &PgRow, c: &str| {
+            let v: String = r.get(c);
+            (!v.is_empty()).then_some(v)
+        };
+        rows.iter()
+            .map(|r| {
+                Ok(RollupRow {
+                    bucket: Timestamp(r.get("bucket_ms")),
+                    direction: parse_direction(r.get("direction"))?,
+                    trunk_id: dim(r, "trunk_id"),
+                    agent_id: dim(r, "agent_id"),
+                    queue: dim(r, "queue"),
+                    tally: rollup::decode_tally(r.get::<&[u8], _>("tally"))
+                        .ok_or_else(|| StoreError::Corrupt("undecodable rollup tally".into()))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn open_calls_idle_since(
+        &self,
+        before: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT call_id FROM cdrs WHERE outcome = 'in_progress' AND last_event_ms <= $1
+             ORDER BY last_event_ms LIMIT $2",
+        )
+        .bind(before.millis())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn cursor(&self, name: &str) -> Result<LogPosition, StoreError> {
+        let row = sqlx::query("SELECT tx, seq FROM cursors WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(position_of).unwrap_or_default())
+    }
+
+    async fn call_events_backlog(
+        &self,
+        after: LogPosition,
+    ) -> Result<(i64, Option<Timestamp>), StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, MIN(received_at_ms) AS oldest FROM call_events
+             WHERE (xid, seq) > ($1::text::xid8, $2)",
+        )
+        .bind(after.tx.to_string())
+        .bind(after.seq)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((
+            row.get("n"),
+            row.get::<Option<i64>, _>("oldest").map(Timestamp),
+        ))
+    }
+
+    async fn set_cursor(&self, name: &str, value: LogPosition) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO cursors (name, tx, seq) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET tx = excluded.tx, seq = excluded.seq",
+        )
+        .bind(name)
+        .bind(value.tx)
+        .bind(value.seq)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_cdrs(&self, q: &CdrQuery) -> Result<Vec<Cdr>, StoreError> {
+        let mut sql =
+            QueryBuilder::<Postgres>::new("SELECT body::text AS body FROM cdrs WHERE TRUE");
+        if let Some(from) = q.from {
+            sql.push(" AND start_ms >= ").push_bind(from.millis());
+        }
+        if let Some(to) = q.to {
+            sql.push(" AND start_ms < ").push_bind(to.millis());
+        }
+        if let Some(d) = q.direction {
+            sql.push(" AND direction = ").push_bind(d.as_str());
+        }
+        if let Some(o) = q.outcome {
+            sql.push(" AND outcome = ").push_bind(o.as_str());
+        }
+        for (column, value) in [
+            ("trunk_id", &q.trunk_id),
+            ("agent_id", &q.agent_id),
+            ("queue", &q.queue),
+        ] {
+            if let Some(v) = value {
+                sql.push(format_args!(" AND {column} = "))
+                    .push_bind(v.clone());
+            }
+        }
+        let (beyond, order) = if q.newest_first {
+            ("<", "DESC")
+        } else {
+            (">", "ASC")
+        };
+        if let Some((start, call_id)) = &q.after {
+            sql.push(format_args!(" AND (start_ms, call_id) {beyond} ("))
+                .push_bind(start.millis())
+                .push(", ")
+                .push_bind(call_id.clone())
+                .push(")");
+        }
+        // `C` collation: the same order as SQLite's byte-wise text comparison.
+        sql.push(format_args!(
+            " ORDER BY start_ms {order}, call_id COLLATE \"C\" {order} LIMIT "
+        ))
+        .push_bind(i64::from(q.limit));
+        let rows = sql.build().fetch_all(&self.pool).await?;
+        decode_bodies(&rows)
+    }
+
+    async fn get_cdr(&self, call_id: &str) -> Result<Option<Cdr>, StoreError> {
+        Ok(self.cdrs_where("call_id = $1", call_id).await?.pop())
+    }
+
+    async fn open_cdrs(&self) -> Result<Vec<Cdr>, StoreError> {
+        self.cdrs_where("outcome = $1", Outcome::InProgress.as_str())
+            .await
+    }
+
+    async fn recent_finished(&self, limit: i64) -> Result<Vec<Cdr>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT body::text AS body FROM cdrs WHERE end_ms IS NOT NULL
+             ORDER BY end_ms DESC, call_id COLLATE \"C\" DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        decode_bodies(&rows)
+    }
+
+    async fn agent_states(&self) -> Result<Vec<AgentReport>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT agent_id, state, at_ms FROM agent_states ORDER BY agent_id COLLATE \"C\"",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let state: &str = r.get("state");
+                Ok(AgentReport {
+                    agent_id: r.get("agent_id"),
+                    reported: ReportedState {
+                        state: AgentState::parse(state).ok_or_else(|| {
+                            StoreError::Corrupt(format!("unknown agent state `{state}`"))
+                        })?,
+                        at: Timestamp(r.get("at_ms")),
+                    },
+                })
+            })
+            .collect()
+    }
+
+    async fn last_outcomes_by_trunk(
+        &self,
+        since: Timestamp,
+        per_trunk: i64,
+    ) -> Result<Vec<(String, Vec<Outcome>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT trunk_id, outcome FROM (
+                 SELECT trunk_id, outcome, end_ms, call_id, ROW_NUMBER() OVER (
+                     PARTITION BY trunk_id ORDER BY end_ms DESC, call_id COLLATE \"C\" DESC) AS n
+                 FROM cdrs WHERE end_ms >= $1 AND trunk_id IS NOT NULL) ranked
+             WHERE n <= $2 ORDER BY trunk_id COLLATE \"C\", end_ms DESC, call_id COLLATE \"C\" DESC",
+        )
+        .bind(since.millis())
+        .bind(per_trunk)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: Vec<(String, Vec<Outcome>)> = Vec::new();
+        for r in rows {
+            let trunk: String = r.get("trunk_id");
+            let outcome: &str = r.get("outcome");
+            let outcome = Outcome::parse(outcome)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown outcome `{outcome}`")))?;
+            match out.last_mut() {
+                Some((t, list)) if *t == trunk => list.push(outcome),
+                _ => out.push((trunk, vec![outcome])),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn firing_alerts(&self) -> Result<Vec<StoredAlert>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT rule, key, since_ms, notice FROM alert_states WHERE state = 'firing'
+             ORDER BY since_ms, rule COLLATE \"C\", key COLLATE \"C\"",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredAlert {
+                    rule: r.get("rule"),
+                    key: r.get("key"),
+                    since: Timestamp(r.get("since_ms")),
+                    notice: decode_json(r.get::<&str, _>("notice"))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn record_alert_transition(
+        &self,
+        t: &AlertRecord,
+        channels: &[String],
+    ) -> Result<i64, StoreError> {
+        let notice = t.notice.to_string();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO alert_states (rule, key, state, since_ms, notice)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (rule, key) DO UPDATE
+             SET state = excluded.state, since_ms = excluded.since_ms, notice = excluded.notice",
+        )
+        .bind(&t.rule)
+        .bind(&t.key)
+        .bind(if t.status == "firing" {
+            "firing"
+        } else {
+            "inactive"
+        })
+        .bind(t.at.millis())
+        .bind(&notice)
+        .execute(&mut *tx)
+        .await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO alert_notices (rule, key, status, created_ms, body)
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(&t.rule)
+        .bind(&t.key)
+        .bind(t.status)
+        .bind(t.at.millis())
+        .bind(&notice)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO alert_deliveries (notice_id, channel, next_attempt_ms)
+             SELECT $1, channel, $3 FROM UNNEST($2::text[]) AS channel",
+        )
+        .bind(id)
+        .bind(channels)
+        .bind(t.at.millis())
+        .execute(&mut *tx)
+        .await?;
+        notify(&mut tx, ALERTS_CHANNEL, "").await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn due_deliveries(
+        &self,
+        now: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.id, d.notice_id, d.channel, d.attempts, n.body FROM alert_deliveries d
+             JOIN alert_notices n ON n.id = d.notice_id
+             WHERE d.delivered_ms IS NULL AND d.next_attempt_ms <= $1
+             ORDER BY d.notice_id, d.id LIMIT $2",
+        )
+        .bind(now.millis())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Delivery {
+                    id: r.get("id"),
+                    notice_id: r.get("notice_id"),
+                    channel: r.get("channel"),
+                    attempts: r.get("attempts"),
+                    notice: decode_json(r.get::<&str, _>("body"))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn delivery_done(&self, id: i64, now: Timestamp) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE alert_deliveries SET delivered_ms = $1, attempts = attempts + 1,
+                 last_error = NULL
+             WHERE id = $2",
+        )
+        .bind(now.millis())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn delivery_failed(
+        &self,
+        id: i64,
+        next: Timestamp,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE alert_deliveries SET attempts = attempts + 1, next_attempt_ms = $1,
+                 last_error = $2
+             WHERE id = $3",
+        )
+        .bind(next.millis())
+        .bind(error)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn recent_notices(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<(serde_json::Value, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT n.body, (SELECT COUNT(*) FROM alert_deliveries d
+                             WHERE d.notice_id = n.id AND d.delivered_ms IS NULL) AS pending
+             FROM alert_notices n ORDER BY n.id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((decode_json(r.get::<&str, _>("body"))?, r.get("pending"))))
+            .collect()
+    }
+
+    async fn call_timeline(&self, call_id: &str) -> Result<Vec<TimelineEntry>, StoreError> {
+        let gathered = self.events_for_call(call_id).await?;
+        let events = callpulse_core::cdr::call_timeline(call_id, &gathered);
+        let mut out = Vec::with_capacity(events.len());
+        for event in events.into_iter().cloned() {
+            let row = sqlx::query(
+                "SELECT seq, received_at_ms FROM event_log
+                 WHERE event_id = $1 AND source = $2 ORDER BY seq LIMIT 1",
+            )
+            .bind(&event.key)
+            .bind(source_name(event.source))
+            .fetch_optional(&self.pool)
+            .await?;
+            let (seq, received) = row.map_or((0, event.at.millis()), |r| {
+                (r.get("seq"), r.get("received_at_ms"))
+            });
+            out.push(TimelineEntry {
+                seq,
+                received_at: Timestamp(received),
+                event,
+            });
+        }
+        out.sort_by_key(|e| (e.event.at, e.seq));
+        Ok(out)
+    }
+
+    async fn raw_events_after(&self, seq: i64, limit: i64) -> Result<Vec<RawEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, source, event_id, received_at_ms, body FROM event_log
+             WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(seq)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RawEvent {
+                    seq: r.get("seq"),
+                    source: parse_source(r.get("source"))?,
+                    event_id: r.get("event_id"),
+                    received_at: Timestamp(r.get("received_at_ms")),
+                    body: r.get("body"),
+                })
+            })
+            .collect()
+    }
+
+    async fn reset_derived(&self) -> Result<(), StoreError> {
+        sqlx::query("TRUNCATE call_events, cdrs, cursors, rollups, rollup_slices")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_call_events(&self, rows: &[(i64, CallEvent)]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for (seq, event) in rows {
+            let received: Option<i64> =
+                sqlx::query_scalar("SELECT received_at_ms FROM event_log WHERE seq = $1 LIMIT 1")
+                    .bind(seq)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let received = Timestamp(received.unwrap_or(event.at.millis()));
+            insert_call_event(&mut tx, *seq, received, event).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn all_call_ids(&self) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT call_id COLLATE \"C\" FROM call_events WHERE call_id IS NOT NULL
+             ORDER BY 1",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn try_lease(&self, role: &str) -> Result<Option<Box<dyn Lease>>, StoreError> {
+        let mut conn = self.options.connect().await?;
+        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
+            .bind(LEASE_CLASS)
+            .bind(role)
+            .fetch_one(&mut conn)
+            .await?;
+        if taken {
+            Ok(Some(Box::new(PgLease { conn })))
+        } else {
+            conn.close().await?;
+            Ok(None)
+        }
+    }
+
+    async fn watch(&self) -> Result<Option<BoxStream<'static, Change>>, StoreError> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener
+            .listen_all([CDRS_CHANNEL, AGENTS_CHANNEL, ALERTS_CHANNEL])
+            .await?;
+        let stream = futures::stream::unfold(listener, |mut listener| async move {
+            loop {
+                match listener.try_recv().await {
+                    Ok(Some(n)) => {
+                        let change = match n.channel() {
+                            CDRS_CHANNEL => Change::Cdrs(
+                                n.payload()
+                                    .split('\n')
+                                    .filter(|s| !s.is_empty())
+                                    .map(str::to_owned)
+                                    .collect(),
+                            ),
+                            AGENTS_CHANNEL => Change::Agents,
+                            _ => Change::Alerts,
+                        };
+                        return Some((change, listener));
+                    }
+                    // The connection dropped: notifications may be lost, so resynchronise.
+                    Ok(None) => return Some((Change::Resync, listener)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "listening for changes failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        Ok(Some(stream.boxed()))
+    }
+
+    async fn maintain(
+        &self,
+        now: Timestamp,
+        retention: &RetentionPolicy,
+    ) -> Result<Maintenance, StoreError> {
+        let (created, adopted_rows) = partitions::ensure(&self.pool, now, retention).await?;
+        let dropped = partitions::retire(&self.pool, now, retention, false).await?;
+        Ok(Maintenance {
+            created,
+            adopted_rows,
+            dropped,
+        })
+    }
+
+    async fn enforce_retention(
+        &self,
+        now: Timestamp,
+        retention: &RetentionPolicy,
+        dry_run: bool,
+    ) -> Result<Vec<ExpiredPartition>, StoreError> {
+        partitions::retire(&self.pool, now, retention, dry_run).await
+    }
+
+    async fn default_partition_rows(&self) -> Result<Vec<DefaultPartitionRows>, StoreError> {
+        partitions::default_rows(&self.pool).await
+    }
+
+    async fn get_cdrs(&self, call_ids: &[String]) -> Result<Vec<Cdr>, StoreError> {
+        let rows = sqlx::query("SELECT body::text AS body FROM cdrs WHERE call_id = ANY($1)")
+            .bind(call_ids)
+            .fetch_all(&self.pool)
+            .await?;
+        decode_bodies(&rows)
+    }
+}
+
+async fn insert_call_event(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    seq: i64,
+    received_at: Timestamp,
+    event: &CallEvent,
+) -> Result<(), StoreError> {
+    let (call_id, room_sid, room_name) = event_index(event);
+    sqlx::query(
+        "INSERT INTO call_events
+             (seq, call_id, room_sid, room_name, at_ms, received_at_ms, event_type, body)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (seq, at_ms) DO UPDATE SET call_id = excluded.call_id,
+             room_sid = excluded.room_sid, room_name = excluded.room_name,
+             event_type = excluded.event_type, body = excluded.body",
+    )
+    .bind(seq)
+    .bind(call_id)
+    .bind(room_sid)
+    .bind(room_name)
+    .bind(event.at.millis())
+    .bind(received_at.millis())
+    .bind(event.body.type_name())
+    .bind(encode_json(event)?)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+const COMBO_COLUMNS: &str = "bucket_ms, direction, trunk_id, agent_id, queue";
+const SLICE_COLUMNS: &str = "slice, level, bucket_ms, direction, value";
+
+fn push_key_list<'q>(sql: &mut QueryBuilder<'q, Postgres>, keys: &[&'q RollupKey]) {
+    sql.push("(VALUES ");
+    for (i, key) in keys.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.push("(");
+        let mut tuple = sql.separated(", ");
+        for part in key_parts(key) {
+            match part {
+                KeyPart::Int(v) => tuple.push_bind(v),
+                KeyPart::Text(v) => tuple.push_bind(v),
+            };
+        }
+        sql.push(")");
+    }
+    sql.push(")");
+}
+
+/// Adds deltas to their rollup rows: one read, one delete of the rows that became empty, one
+/// upsert of the others, per table. Slice rows also get their counters as a plain array.
+async fn apply_deltas(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    deltas: &[(RollupKey, Tally)],
+) -> Result<(), StoreError> {
+    for combo in [true, false] {
+        let (table, columns) = if combo {
+            ("rollups", COMBO_COLUMNS)
+        } else {
+            ("rollup_slices", SLICE_COLUMNS)
+        };
+        let mine: Vec<&(RollupKey, Tally)> = deltas
+            .iter()
+            .filter(|(k, _)| matches!(k, RollupKey::Combo { .. }) == combo)
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let keys: Vec<&RollupKey> = mine.iter().map(|(k, _)| k).collect();
+        let mut select = QueryBuilder::<Postgres>::new(format!(
+            "SELECT {columns}, tally FROM {table} WHERE ({columns}) IN "
+        ));
+        push_key_list(&mut select, &keys);
+        let mut current: HashMap<RollupKey, Tally> = HashMap::new();
+        for r in select.build().fetch_all(&mut **tx).await? {
+            let tally = rollup::decode_tally(r.get::<&[u8], _>(5))
+                .ok_or_else(|| StoreError::Corrupt("undecodable rollup tally".into()))?;
+            current.insert(key_of_row(combo, &r)?, tally);
+        }
+        let (emptied, updated) = rollup::fold(current, &mine);
+        if !emptied.is_empty() {
+            let mut delete =
+                QueryBuilder::<Postgres>::new(format!("DELETE FROM {table} WHERE ({columns}) IN "));
+            push_key_list(&mut delete, &emptied);
+            delete.build().execute(&mut **tx).await?;
+        }
+        if !updated.is_empty() {
+            let extra = if combo { "" } else { ", counters" };
+            let mut upsert = QueryBuilder::<Postgres>::new(format!(
+                "INSERT INTO {table} ({columns}, tally{extra}) "
+            ));
+            upsert.push_values(&updated, |mut row, (key, tally)| {
+                for part in key_parts(key) {
+                    match part {
+                        KeyPart::Int(v) => row.push_bind(v),
+                        KeyPart::Text(v) => row.push_bind(v),
+                    };
+                }
+                row.push_bind(rollup::encode_tally(tally));
+                if !combo {
+                    row.push_bind(tally.counters().to_vec());
+                }
+            });
+            let set_extra = if combo {
+                ""
+            } else {
+                ", counters = excluded.counters"
+            };
+            upsert.push(format!(
+                " ON CONFLICT ({columns}) DO UPDATE SET tally = excluded.tally{set_extra}"
+            ));
+            upsert.build().execute(&mut **tx).await?;
+        }
+    }
+    Ok(())
+}
