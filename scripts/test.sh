@@ -4,6 +4,9 @@
 #  - cargo-nextest runs the Rust tests when present; plain `cargo test` otherwise.
 #  - Debian's chromium and Node.js with playwright-core (tests/browser) run the dashboard tests;
 #    screenshots land in target/screenshots/.
+#  - PostgreSQL (the store tests on both backends, partitions, retention, two instances on one
+#    database): the installed cluster is started if stopped, Debian's postgresql installed if
+#    missing. CALLPULSE_TEST_POSTGRES names an admin URL (default: user postgres on 127.0.0.1).
 #  - Debian's prometheus-alertmanager is the real Alertmanager the alerting test delivers to;
 #    Debian's prometheus gives promtool and the real Prometheus that scrapes /metrics.
 set -euo pipefail
@@ -36,6 +39,28 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   apt_install "${missing[@]}"
 fi
+echo "== PostgreSQL"
+export CALLPULSE_TEST_POSTGRES="${CALLPULSE_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432/postgres}"
+command -v pg_ctlcluster >/dev/null 2>&1 || apt_install postgresql postgresql-client
+if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+  version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1)
+  if [ -z "$version" ]; then
+    version=$(ls /usr/lib/postgresql | sort -V | tail -n 1)
+    pg_createcluster "$version" main
+  fi
+  pg_ctlcluster --skip-systemctl-redirect "$version" main start
+  for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+fi
+if ! psql "$CALLPULSE_TEST_POSTGRES" -qAtc 'SELECT 1' >/dev/null 2>&1; then
+  # A fresh cluster asks TCP clients for a password: give the postgres user one for the tests.
+  runuser -u postgres -- psql -qc "ALTER USER postgres PASSWORD 'callpulse-tests'"
+  export CALLPULSE_TEST_POSTGRES="postgres://postgres:callpulse-tests@127.0.0.1:5432/postgres"
+  psql "$CALLPULSE_TEST_POSTGRES" -qAtc 'SELECT 1' >/dev/null
+fi
+# Databases left by an interrupted run.
+psql "$CALLPULSE_TEST_POSTGRES" -qAtc "SELECT datname FROM pg_database WHERE datname LIKE 'callpulse_test_%'" |
+  while read -r db; do psql "$CALLPULSE_TEST_POSTGRES" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)"; done
+
 echo "== installing the browser test requirements (playwright-core)"
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 

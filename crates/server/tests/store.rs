@@ -1,7 +1,7 @@
 //! Store behaviour that no HTTP request shows directly.
 
 use callpulse_core::metrics::{MetricParams, tally_cdrs};
-use callpulse_core::{AnswerSource, Cdr, Direction, Outcome, Timestamp};
+use callpulse_core::{Direction, Timestamp};
 use callpulse_server::store::{self, MetricFilter};
 
 #[path = "support/cdr.rs"]

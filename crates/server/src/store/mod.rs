@@ -85,10 +85,7 @@ impl RetentionPolicy {
                 self.rollups_days, self.cdrs_days, self.events_days
             ));
         }
-        if [self.events_days, self.quarantine_days, self.cdrs_days]
-            .iter()
-            .any(|d| *d == 0)
-        {
+        if [self.events_days, self.quarantine_days, self.cdrs_days].contains(&0) {
             return Err("retention must be at least 1 day".into());
         }
         Ok(())

@@ -1,13 +1,17 @@
-//! API tests: each starts the real server on port 0 with its own SQLite file.
+//! API tests: each starts the real server on port 0 with its own SQLite file (or PostgreSQL
+//! database).
 
 mod alerts;
 mod cdrs;
 mod demo;
 mod events;
 mod helpers;
+mod instances;
 mod live;
 mod livekit_sdk;
 mod metrics;
+#[path = "../support/postgres.rs"]
+mod pg;
 mod prometheus;
 mod rebuild;
 mod webhooks;
