@@ -7,16 +7,16 @@
 //!
 //! usage: cargo bench --bench dashboard_queries -- [--cdrs 1000000] [--runs 7] [--agents 500]
 
+mod common;
+
+use callpulse_core::Timestamp;
 use callpulse_core::metrics::{MetricParams, Metrics, Tally};
-use callpulse_core::{BuildParams, Cdr, Timestamp};
-use callpulse_server::metrics::{self, GroupBy, GroupKey, MetricsQuery, summary_windows};
-use callpulse_server::simulate::{random_call, script_cdrs};
+use callpulse_server::metrics::{self, GroupKey, MetricsQuery};
 use callpulse_server::store::{self, MetricFilter};
-use rand::{Rng, SeedableRng};
 use sqlx::Row;
 use std::time::Instant;
 
-const DAY_MS: i64 = 86_400_000;
+use common::{generate, median};
 
 struct Args {
     cdrs: usize,
@@ -41,38 +41,6 @@ fn args() -> Args {
         }
     }
     a
-}
-
-/// The simulator's call mix, `n` CDRs, starting uniformly over the 60 days before `now`.
-fn generate(n: usize, agents: usize, now: i64) -> Vec<Cdr> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(2026);
-    let mut base = Vec::new();
-    let build = BuildParams {
-        now: Timestamp(now + 365 * DAY_MS),
-        ..BuildParams::default()
-    };
-    while base.len() < 20_000.min(n.max(1)) {
-        let script = random_call(&mut rng, now - 61 * DAY_MS);
-        base.extend(script_cdrs(&script, &build));
-    }
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        let mut c = base[i % base.len()].clone();
-        let start = now - 60 * DAY_MS + rng.gen_range(0..60 * DAY_MS);
-        let shift = start - c.start_time.millis();
-        let moved = |t: Timestamp| Timestamp(t.millis() + shift);
-        c.start_time = moved(c.start_time);
-        c.answer_time = c.answer_time.map(moved);
-        c.end_time = c.end_time.map(moved);
-        c.last_event_at = moved(c.last_event_at);
-        c.call_id = format!("SCL_b{i:011}");
-        if c.queue.is_some() || rng.gen_bool(0.5) {
-            c.agent_id = Some(format!("agent-{:03}", rng.gen_range(0..agents)));
-        }
-        out.push(c);
-    }
-    out.sort_by_key(|c| c.start_time);
-    out
 }
 
 /// A plain SQL tally (no percentiles) over the CDR table, grouped by `group`.
@@ -169,19 +137,6 @@ fn agree(a: &[Metrics], b: &[Metrics]) -> bool {
         })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-struct Case {
-    name: &'static str,
-    from: i64,
-    to: i64,
-    group_by: Option<GroupBy>,
-    sql_group: &'static str,
-}
-
 #[tokio::main]
 async fn main() {
     let args = args();
@@ -219,58 +174,7 @@ async fn main() {
         .await
         .expect("plain pool");
     let tz = chrono_tz::UTC;
-    let windows = summary_windows(None, tz, Timestamp(now));
-    let cases = [
-        Case {
-            name: "30-day totals",
-            from: now - 30 * DAY_MS,
-            to: now,
-            group_by: None,
-            sql_group: "'all'",
-        },
-        Case {
-            name: "7 days by hour",
-            from: now - 7 * DAY_MS,
-            to: now,
-            group_by: Some(GroupBy::Hour),
-            sql_group: "start_ms / 3600000",
-        },
-        Case {
-            name: "30 days by day",
-            from: now - 30 * DAY_MS,
-            to: now,
-            group_by: Some(GroupBy::Day),
-            sql_group: "start_ms / 86400000",
-        },
-        Case {
-            name: "today by trunk",
-            from: windows.today.0.millis(),
-            to: now,
-            group_by: Some(GroupBy::Trunk),
-            sql_group: "trunk_id",
-        },
-        Case {
-            name: "7 days by agent",
-            from: now - 7 * DAY_MS,
-            to: now,
-            group_by: Some(GroupBy::Agent),
-            sql_group: "agent_id",
-        },
-        Case {
-            name: "today (summary)",
-            from: windows.today.0.millis(),
-            to: now,
-            group_by: None,
-            sql_group: "'all'",
-        },
-        Case {
-            name: "last week (summary)",
-            from: windows.last_week.0.millis(),
-            to: windows.last_week.1.millis(),
-            group_by: None,
-            sql_group: "'all'",
-        },
-    ];
+    let cases = common::dashboard_cases(now);
 
     println!(
         "\n{:<22} {:>8} {:>12} {:>12} {:>9} {:>7}",

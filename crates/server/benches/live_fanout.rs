@@ -8,20 +8,17 @@
 //!
 //! usage: cargo bench --bench live_fanout -- [--webhooks 3000] [--clients 0,100,500]
 
-use callpulse_server::app;
-use callpulse_server::config::{Cli, Command};
-use callpulse_server::simulate::wire::{self, Participant, Room};
-use clap::Parser;
+mod common;
+
+use callpulse_server::simulate::wire;
+use common::{KEY, SECRET, joined};
 use futures::StreamExt;
-use livekit_protocol::participant_info::Kind;
 use rand::SeedableRng;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
-const KEY: &str = "APIbench";
-const SECRET: &str = "bench-secret-that-is-long-enough-0001";
 const SENDERS: usize = 16;
 
 fn args() -> (usize, Vec<usize>) {
@@ -43,31 +40,6 @@ fn args() -> (usize, Vec<usize>) {
     (webhooks, clients)
 }
 
-/// A new inbound call's `participant_joined`, starting now.
-fn joined(i: usize, rng: &mut rand::rngs::StdRng) -> (String, Vec<u8>) {
-    let now = chrono::Utc::now().timestamp_millis();
-    let call_id = format!("SCL_fan{i:08}");
-    let room = Room {
-        sid: format!("RM_fan{i:08}"),
-        name: format!("call-fan-{i}"),
-        created_ms: now,
-    };
-    let caller = Participant {
-        sid: format!("PA_fan{i:08}"),
-        identity: format!("sip_+1555{i:07}"),
-        name: String::new(),
-        kind: Kind::Sip,
-        joined_ms: now,
-        attributes: HashMap::from([
-            ("sip.callID".to_string(), call_id.clone()),
-            ("sip.callStatus".to_string(), "ringing".to_string()),
-            ("sip.ruleID".to_string(), "SDR_bench".to_string()),
-            ("sip.trunkID".to_string(), "ST_bench".to_string()),
-        ]),
-    };
-    (call_id, wire::participant_joined(rng, &room, &caller))
-}
-
 struct Run {
     webhooks_per_s: f64,
     latencies_ms: Vec<f64>,
@@ -77,26 +49,7 @@ struct Run {
 async fn run(webhooks: usize, clients: usize) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("fan.db").display());
-    let keys = format!("{KEY}:{SECRET}");
-    let cli = Cli::try_parse_from([
-        "callpulse",
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--metrics-addr",
-        "off",
-        "--database",
-        &db,
-        "--livekit-keys",
-        &keys,
-        "--events-token",
-        "t",
-    ])
-    .unwrap();
-    let Command::Serve(serve) = cli.command else {
-        unreachable!()
-    };
-    let running = app::start(serve).await.unwrap();
+    let running = common::start_server(&db).await;
     let base = format!("http://{}", running.addr);
     let ws_url = format!("ws://{}/api/v1/live/ws", running.addr);
 

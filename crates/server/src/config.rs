@@ -300,6 +300,10 @@ pub struct RetentionCommandArgs {
 pub struct RebuildArgs {
     #[command(flatten)]
     pub store: StoreArgs,
+    /// Rebuild even though CDRs older than the oldest logged event exist (retention dropped
+    /// their events): those CDRs and their rollups are lost.
+    #[arg(long)]
+    pub discard_unlogged_cdrs: bool,
     #[command(flatten)]
     pub cdr: CdrArgs,
     #[command(flatten)]

@@ -69,6 +69,16 @@ async fn run_rebuild(args: RebuildArgs) -> anyhow::Result<()> {
         now: pipeline::now(),
         ..args.cdr.build_params()?
     };
+    if !args.discard_unlogged_cdrs
+        && let Some(gap) = rebuild::unlogged_cdrs(store.as_ref()).await?
+    {
+        anyhow::bail!(
+            "the oldest CDR starts {:.1} days before the oldest logged event (retention dropped \
+             its events): a rebuild would lose those CDRs and their rollups; pass \
+             --discard-unlogged-cdrs to rebuild anyway",
+            gap as f64 / 86_400_000.0
+        );
+    }
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template(

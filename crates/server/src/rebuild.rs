@@ -16,6 +16,25 @@ pub struct RebuildReport {
 
 const PAGE: i64 = 5000;
 
+/// How much older (ms) the oldest CDR is than the oldest logged event, if by more than a day:
+/// retention dropped the events of those CDRs, and a rebuild cannot make them again.
+pub async fn unlogged_cdrs(store: &dyn Store) -> Result<Option<i64>, StoreError> {
+    let oldest_cdr = store
+        .list_cdrs(&crate::store::CdrQuery {
+            limit: 1,
+            ..Default::default()
+        })
+        .await?;
+    Ok(match (oldest_cdr.first(), store.oldest_event().await?) {
+        (Some(cdr), Some(event)) => {
+            let gap = event.millis() - cdr.start_time.millis();
+            (gap > 86_400_000).then_some(gap)
+        }
+        (Some(_), None) => Some(i64::MAX),
+        _ => None,
+    })
+}
+
 /// Re-decodes every logged event and rebuilds every CDR. `progress` is told how many log rows
 /// and then how many calls are done, with their totals.
 pub async fn rebuild(
@@ -33,7 +52,7 @@ pub async fn rebuild(
         after = last.seq;
         let decoded: Vec<_> = rows
             .iter()
-            .filter_map(|raw| decode_logged(raw).map(|e| (raw.seq, e)))
+            .filter_map(|raw| decode_logged(raw).map(|e| (raw.seq, raw.received_at, e)))
             .collect();
         store.insert_call_events(&decoded).await?;
         report.events += rows.len() as u64;

@@ -293,6 +293,8 @@ pub trait Store: Send + Sync + 'static {
     async fn quarantine(&self, item: &Quarantined) -> Result<(), StoreError>;
     async fn quarantine_count(&self) -> Result<i64, StoreError>;
     async fn event_count(&self) -> Result<i64, StoreError>;
+    /// When the earliest event still logged arrived.
+    async fn oldest_event(&self) -> Result<Option<Timestamp>, StoreError>;
 
     /// Decoded call events with a log position after `after`, in log order.
     async fn call_events_after(
@@ -396,7 +398,11 @@ pub trait Store: Send + Sync + 'static {
     async fn raw_events_after(&self, seq: i64, limit: i64) -> Result<Vec<RawEvent>, StoreError>;
     /// Drops every derived row (call events, CDRs, cursors) before a rebuild.
     async fn reset_derived(&self) -> Result<(), StoreError>;
-    async fn insert_call_events(&self, rows: &[(i64, CallEvent)]) -> Result<(), StoreError>;
+    /// Decoded call events of logged rows: (seq, when the row arrived, the event).
+    async fn insert_call_events(
+        &self,
+        rows: &[(i64, Timestamp, CallEvent)],
+    ) -> Result<(), StoreError>;
     /// Every call id with at least one call-scoped event.
     async fn all_call_ids(&self) -> Result<Vec<String>, StoreError>;
 

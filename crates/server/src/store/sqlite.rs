@@ -268,6 +268,13 @@ impl Store for SqliteStore {
             .await?)
     }
 
+    async fn oldest_event(&self) -> Result<Option<Timestamp>, StoreError> {
+        let oldest: Option<i64> = sqlx::query_scalar("SELECT MIN(received_at_ms) FROM event_log")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(oldest.map(Timestamp))
+    }
+
     async fn event_count(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM event_log")
             .fetch_one(&self.pool)
@@ -930,9 +937,12 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn insert_call_events(&self, rows: &[(i64, CallEvent)]) -> Result<(), StoreError> {
+    async fn insert_call_events(
+        &self,
+        rows: &[(i64, Timestamp, CallEvent)],
+    ) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
-        for (seq, event) in rows {
+        for (seq, _, event) in rows {
             insert_call_event(&mut tx, *seq, event).await?;
         }
         tx.commit().await?;

@@ -263,6 +263,13 @@ impl Store for PgStore {
             .await?)
     }
 
+    async fn oldest_event(&self) -> Result<Option<Timestamp>, StoreError> {
+        let oldest: Option<i64> = sqlx::query_scalar("SELECT MIN(received_at_ms) FROM event_log")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(oldest.map(Timestamp))
+    }
+
     async fn event_count(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM event_log")
             .fetch_one(&self.pool)
@@ -942,16 +949,13 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn insert_call_events(&self, rows: &[(i64, CallEvent)]) -> Result<(), StoreError> {
+    async fn insert_call_events(
+        &self,
+        rows: &[(i64, Timestamp, CallEvent)],
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        for (seq, event) in rows {
-            let received: Option<i64> =
-                sqlx::query_scalar("SELECT received_at_ms FROM event_log WHERE seq = $1 LIMIT 1")
-                    .bind(seq)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let received = Timestamp(received.unwrap_or(event.at.millis()));
-            insert_call_event(&mut tx, *seq, received, event).await?;
+        for (seq, received_at, event) in rows {
+            insert_call_event(&mut tx, *seq, *received_at, event).await?;
         }
         tx.commit().await?;
         Ok(())
