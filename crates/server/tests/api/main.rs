@@ -5,6 +5,7 @@ mod alerts;
 mod cdrs;
 mod demo;
 mod events;
+mod grafana;
 mod helpers;
 mod instances;
 mod live;
