@@ -11,9 +11,8 @@ mod common;
 use callpulse_core::Timestamp;
 use callpulse_core::metrics::MetricParams;
 use callpulse_server::metrics::{self, MetricsQuery};
-use callpulse_server::simulate::wire;
 use callpulse_server::store::{self, MetricFilter, Store};
-use common::{KEY, SECRET, generate, joined, median, start_server};
+use common::{generate, joined, median, post_webhook, start_server};
 use rand::SeedableRng;
 use sqlx::Connection;
 use std::sync::Arc;
@@ -105,16 +104,7 @@ async fn ingest(database: &str, webhooks: usize) -> (f64, f64) {
         let base = base.clone();
         senders.push(tokio::spawn(async move {
             for body in chunk {
-                let auth = wire::sign(&body, KEY, SECRET).unwrap();
-                let r = client
-                    .post(format!("{base}/webhooks/livekit"))
-                    .header("Authorization", auth)
-                    .header("Content-Type", "application/webhook+json")
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), 200);
+                post_webhook(&client, &base, body).await;
             }
         }));
     }

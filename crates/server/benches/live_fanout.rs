@@ -10,8 +10,7 @@
 
 mod common;
 
-use callpulse_server::simulate::wire;
-use common::{KEY, SECRET, joined};
+use common::{joined, post_webhook};
 use futures::StreamExt;
 use rand::SeedableRng;
 use std::collections::HashMap;
@@ -92,16 +91,7 @@ async fn run(webhooks: usize, clients: usize) -> Run {
         let acked = acked.clone();
         senders.push(tokio::spawn(async move {
             for (call_id, body) in chunk {
-                let auth = wire::sign(&body, KEY, SECRET).unwrap();
-                let r = client
-                    .post(format!("{base}/webhooks/livekit"))
-                    .header("Authorization", auth)
-                    .header("Content-Type", "application/webhook+json")
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), 200);
+                post_webhook(&client, &base, body).await;
                 acked.lock().unwrap().insert(call_id, Instant::now());
             }
         }));

@@ -25,15 +25,7 @@ fn ms(rfc3339: &str) -> i64 {
         .timestamp_millis()
 }
 
-fn fixture(name: &str) -> Vec<u8> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/livekit");
-    let path = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(name))
-        .unwrap_or_else(|| panic!("no fixture {name}"));
-    std::fs::read(path).unwrap()
-}
+use cdr::fixture;
 
 /// A sample webhook as logged, with its id and time replaced.
 fn webhook(name: &str, id: &str, at_ms: i64) -> NewEvent {

@@ -165,3 +165,17 @@ pub async fn start_server(database: &str) -> callpulse_server::app::Running {
     };
     callpulse_server::app::start(serve).await.unwrap()
 }
+
+/// Posts a signed webhook to the server at `base`; it must answer 200.
+pub async fn post_webhook(client: &reqwest::Client, base: &str, body: Vec<u8>) {
+    let auth = wire::sign(&body, KEY, SECRET).unwrap();
+    let r = client
+        .post(format!("{base}/webhooks/livekit"))
+        .header("Authorization", auth)
+        .header("Content-Type", "application/webhook+json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

@@ -6,6 +6,8 @@
 
 mod postgres;
 pub mod rollup;
+mod rows;
+mod sql;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -392,7 +394,31 @@ pub trait Store: Send + Sync + 'static {
     /// The latest notices, newest first, with how many of their deliveries are still pending.
     async fn recent_notices(&self, limit: i64)
     -> Result<Vec<(serde_json::Value, i64)>, StoreError>;
-    async fn call_timeline(&self, call_id: &str) -> Result<Vec<TimelineEntry>, StoreError>;
+    /// The log position and arrival time of the logged event `key` of `source`.
+    async fn arrival(
+        &self,
+        source: Source,
+        key: &str,
+    ) -> Result<Option<(i64, Timestamp)>, StoreError>;
+    /// The events the builder used for a call, each with where and when it was logged.
+    async fn call_timeline(&self, call_id: &str) -> Result<Vec<TimelineEntry>, StoreError> {
+        let gathered = self.events_for_call(call_id).await?;
+        let events = callpulse_core::cdr::call_timeline(call_id, &gathered);
+        let mut out = Vec::with_capacity(events.len());
+        for event in events.into_iter().cloned() {
+            let (seq, received_at) = self
+                .arrival(event.source, &event.key)
+                .await?
+                .unwrap_or((0, event.at));
+            out.push(TimelineEntry {
+                seq,
+                received_at,
+                event,
+            });
+        }
+        out.sort_by_key(|e| (e.event.at, e.seq));
+        Ok(out)
+    }
 
     /// Raw log rows after `seq`, for rebuilds.
     async fn raw_events_after(&self, seq: i64, limit: i64) -> Result<Vec<RawEvent>, StoreError>;
@@ -499,6 +525,18 @@ pub(crate) fn parse_source(name: &str) -> Result<Source, StoreError> {
         "app" => Ok(Source::App),
         other => Err(StoreError::Corrupt(format!("unknown source `{other}`"))),
     }
+}
+
+/// The room of a call's SIP leg (sid, name), from the leg's own events.
+pub(crate) fn room_of(events: &[CallEvent]) -> Option<(Option<String>, Option<String>)> {
+    use callpulse_core::event::{EventBody, Scope};
+    events.iter().find_map(|e| match (&e.scope, &e.body) {
+        (
+            Scope::Call { .. },
+            EventBody::SipJoined { participant } | EventBody::SipLeft { participant, .. },
+        ) => Some((participant.room_sid.clone(), participant.room_name.clone())),
+        _ => None,
+    })
 }
 
 /// The columns a call event is indexed by: call id, room sid, room name.

@@ -1,19 +1,18 @@
 //! The embedded SQLite backend: one file, WAL, `synchronous=FULL` so that a committed append is on
 //! disk before the webhook is answered.
 
-use super::rollup::{self, KeyPart, Level, RollupKey, Slice, key_of_row, key_parts};
+use super::rollup::{self, Level, RollupKey, Slice, key_of_row};
+use super::rows::{self, decode_json, encode_json};
+use super::sql;
 use super::{
     AgentReport, AlertRecord, Appended, CdrQuery, Delivery, Lease, LogPosition, MetricFilter,
     NewEvent, Quarantined, RawEvent, RollupRow, SoleLease, Store, StoreError, StoredAlert,
-    TimelineEntry, event_index, latest_versions, parse_direction, parse_source, source_name,
+    event_index, latest_versions, room_of, source_name,
 };
 use super::{Buckets, SliceFilter};
 use async_trait::async_trait;
-use callpulse_core::event::AgentState;
-use callpulse_core::event::{EventBody, Scope};
-use callpulse_core::live::ReportedState;
 use callpulse_core::metrics::{MetricParams, Tally};
-use callpulse_core::{CallEvent, Cdr, Timestamp};
+use callpulse_core::{CallEvent, Cdr, Source, Timestamp};
 use callpulse_core::{Direction, Outcome};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
@@ -63,14 +62,6 @@ fn apply_to_cache(cache: &mut SliceCache, key: &RollupKey, delta: &Tally) {
             bucket.remove(&(*direction, value.clone()));
         }
     }
-}
-
-fn decode_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn encode_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 impl SqliteStore {
@@ -341,14 +332,7 @@ impl Store for SqliteStore {
             .iter()
             .map(|b| decode_json(b))
             .collect::<Result<_, _>>()?;
-        let room = events.iter().find_map(|e| match (&e.scope, &e.body) {
-            (
-                Scope::Call { .. },
-                EventBody::SipJoined { participant } | EventBody::SipLeft { participant, .. },
-            ) => Some((participant.room_sid.clone(), participant.room_name.clone())),
-            _ => None,
-        });
-        let Some((sid, name)) = room else {
+        let Some((sid, name)) = room_of(&events) else {
             return Ok(events);
         };
         let related: Vec<String> = sqlx::query_scalar(
@@ -456,43 +440,9 @@ impl Store for SqliteStore {
         to: Timestamp,
         filter: &MetricFilter,
     ) -> Result<Vec<RollupRow>, StoreError> {
-        let mut sql = QueryBuilder::<Sqlite>::new(
-            "SELECT bucket_ms, direction, trunk_id, agent_id, queue, tally FROM rollups WHERE bucket_ms >= ",
-        );
-        sql.push_bind(from.millis())
-            .push(" AND bucket_ms < ")
-            .push_bind(to.millis());
-        if let Some(d) = filter.direction {
-            sql.push(" AND direction = ").push_bind(d.as_str());
-        }
-        for (column, value) in [
-            ("trunk_id", &filter.trunk_id),
-            ("agent_id", &filter.agent_id),
-            ("queue", &filter.queue),
-        ] {
-            if let Some(v) = value {
-                sql.push(format_args!(" AND {column} = "))
-                    .push_bind(v.clone());
-            }
-        }
+        let mut sql = sql::rollup_rows::<Sqlite>(from.millis(), to.millis(), filter);
         let rows = sql.build().fetch_all(&self.pool).await?;
-        let dim = |r: &sqlx::sqlite::SqliteRow, c: &str| {
-            let v: String = r.get(c);
-            (!v.is_empty()).then_some(v)
-        };
-        rows.iter()
-            .map(|r| {
-                Ok(RollupRow {
-                    bucket: Timestamp(r.get("bucket_ms")),
-                    direction: parse_direction(r.get("direction"))?,
-                    trunk_id: dim(r, "trunk_id"),
-                    agent_id: dim(r, "agent_id"),
-                    queue: dim(r, "queue"),
-                    tally: rollup::decode_tally(r.get::<&[u8], _>("tally"))
-                        .ok_or_else(|| StoreError::Corrupt("undecodable rollup tally".into()))?,
-                })
-            })
-            .collect()
+        rows.iter().map(rows::rollup_row).collect()
     }
 
     async fn slice_rows(
@@ -502,58 +452,14 @@ impl Store for SqliteStore {
         buckets: &Buckets,
         filter: SliceFilter<'_>,
     ) -> Result<Vec<RollupRow>, StoreError> {
-        let SliceFilter {
-            direction, value, ..
-        } = filter;
         if cached(slice, level) {
             return Ok(self.cached_rows(slice, level, buckets, filter));
         }
-        let mut sql = QueryBuilder::<Sqlite>::new(
-            "SELECT bucket_ms, direction, value, tally FROM rollup_slices WHERE slice = ",
-        );
-        sql.push_bind(slice as i64)
-            .push(" AND level = ")
-            .push_bind(level as i64);
-        match buckets {
-            Buckets::Range(from, to) => {
-                sql.push(" AND bucket_ms >= ")
-                    .push_bind(from.millis())
-                    .push(" AND bucket_ms < ")
-                    .push_bind(to.millis());
-            }
-            Buckets::List(starts) if starts.is_empty() => return Ok(vec![]),
-            Buckets::List(starts) => {
-                sql.push(" AND bucket_ms IN (");
-                let mut list = sql.separated(", ");
-                for start in starts {
-                    list.push_bind(*start);
-                }
-                sql.push(")");
-            }
-        }
-        if let Some(d) = direction {
-            sql.push(" AND direction = ")
-                .push_bind(rollup::direction_code(d));
-        }
-        if let Some(v) = value {
-            sql.push(" AND value = ").push_bind(v.to_owned());
-        }
+        let Some(mut sql) = sql::slice_rows::<Sqlite>(slice, level, buckets, filter) else {
+            return Ok(vec![]);
+        };
         let rows = sql.build().fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| {
-                let direction = rollup::direction_from_code(r.get("direction"))
-                    .ok_or_else(|| StoreError::Corrupt("unknown direction code".into()))?;
-                let value: String = r.get("value");
-                let tally = rollup::decode_tally(r.get::<&[u8], _>("tally"))
-                    .ok_or_else(|| StoreError::Corrupt("undecodable rollup tally".into()))?;
-                Ok(slice.row(
-                    r.get("bucket_ms"),
-                    direction,
-                    (!value.is_empty()).then_some(value),
-                    tally,
-                ))
-            })
-            .collect()
+        rows.iter().map(|r| rows::slice_row(slice, r)).collect()
     }
 
     async fn latest_start(&self) -> Result<Option<Timestamp>, StoreError> {
@@ -617,49 +523,9 @@ impl Store for SqliteStore {
     }
 
     async fn list_cdrs(&self, q: &CdrQuery) -> Result<Vec<Cdr>, StoreError> {
-        let mut sql = QueryBuilder::<Sqlite>::new("SELECT body FROM cdrs WHERE 1 = 1");
-        if let Some(from) = q.from {
-            sql.push(" AND start_ms >= ").push_bind(from.millis());
-        }
-        if let Some(to) = q.to {
-            sql.push(" AND start_ms < ").push_bind(to.millis());
-        }
-        if let Some(d) = q.direction {
-            sql.push(" AND direction = ").push_bind(d.as_str());
-        }
-        if let Some(o) = q.outcome {
-            sql.push(" AND outcome = ").push_bind(o.as_str());
-        }
-        for (column, value) in [
-            ("trunk_id", &q.trunk_id),
-            ("agent_id", &q.agent_id),
-            ("queue", &q.queue),
-        ] {
-            if let Some(v) = value {
-                sql.push(format_args!(" AND {column} = "))
-                    .push_bind(v.clone());
-            }
-        }
-        let (beyond, order) = if q.newest_first {
-            ("<", "DESC")
-        } else {
-            (">", "ASC")
-        };
-        if let Some((start, call_id)) = &q.after {
-            sql.push(format_args!(" AND (start_ms, call_id) {beyond} ("))
-                .push_bind(start.millis())
-                .push(", ")
-                .push_bind(call_id.clone())
-                .push(")");
-        }
-        sql.push(format_args!(
-            " ORDER BY start_ms {order}, call_id {order} LIMIT "
-        ))
-        .push_bind(i64::from(q.limit));
+        let mut sql = sql::cdr_listing::<Sqlite>("SELECT body FROM cdrs", "", q);
         let rows = sql.build().fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| decode_json(r.get::<&str, _>("body")))
-            .collect()
+        decode_bodies(&rows)
     }
 
     async fn get_cdr(&self, call_id: &str) -> Result<Option<Cdr>, StoreError> {
@@ -685,20 +551,7 @@ impl Store for SqliteStore {
         let rows = sqlx::query("SELECT agent_id, state, at_ms FROM agent_states ORDER BY agent_id")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                let state: &str = r.get("state");
-                Ok(AgentReport {
-                    agent_id: r.get("agent_id"),
-                    reported: ReportedState {
-                        state: AgentState::parse(state).ok_or_else(|| {
-                            StoreError::Corrupt(format!("unknown agent state `{state}`"))
-                        })?,
-                        at: Timestamp(r.get("at_ms")),
-                    },
-                })
-            })
-            .collect()
+        rows.iter().map(rows::agent_report).collect()
     }
 
     async fn last_outcomes_by_trunk(
@@ -717,18 +570,7 @@ impl Store for SqliteStore {
         .bind(per_trunk)
         .fetch_all(&self.pool)
         .await?;
-        let mut out: Vec<(String, Vec<Outcome>)> = Vec::new();
-        for r in rows {
-            let trunk: String = r.get("trunk_id");
-            let outcome: &str = r.get("outcome");
-            let outcome = Outcome::parse(outcome)
-                .ok_or_else(|| StoreError::Corrupt(format!("unknown outcome `{outcome}`")))?;
-            match out.last_mut() {
-                Some((t, list)) if *t == trunk => list.push(outcome),
-                _ => out.push((trunk, vec![outcome])),
-            }
-        }
-        Ok(out)
+        rows::outcomes_by_trunk(&rows)
     }
 
     async fn firing_alerts(&self) -> Result<Vec<StoredAlert>, StoreError> {
@@ -738,16 +580,7 @@ impl Store for SqliteStore {
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(StoredAlert {
-                    rule: r.get("rule"),
-                    key: r.get("key"),
-                    since: Timestamp(r.get("since_ms")),
-                    notice: decode_json(r.get::<&str, _>("notice"))?,
-                })
-            })
-            .collect()
+        rows.iter().map(rows::stored_alert).collect()
     }
 
     async fn record_alert_transition(
@@ -813,17 +646,7 @@ impl Store for SqliteStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Delivery {
-                    id: r.get("id"),
-                    notice_id: r.get("notice_id"),
-                    channel: r.get("channel"),
-                    attempts: r.get("attempts"),
-                    notice: decode_json(r.get::<&str, _>("body"))?,
-                })
-            })
-            .collect()
+        rows.iter().map(rows::delivery).collect()
     }
 
     async fn delivery_done(&self, id: i64, now: Timestamp) -> Result<(), StoreError> {
@@ -868,34 +691,22 @@ impl Store for SqliteStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| Ok((decode_json(r.get::<&str, _>("body"))?, r.get("pending"))))
-            .collect()
+        rows.iter().map(rows::notice).collect()
     }
 
-    async fn call_timeline(&self, call_id: &str) -> Result<Vec<TimelineEntry>, StoreError> {
-        let gathered = self.events_for_call(call_id).await?;
-        let events = callpulse_core::cdr::call_timeline(call_id, &gathered);
-        let mut out = Vec::with_capacity(events.len());
-        for event in events.into_iter().cloned() {
-            let row = sqlx::query(
-                "SELECT seq, received_at_ms FROM event_log WHERE event_id = ? AND source = ?",
-            )
-            .bind(&event.key)
-            .bind(source_name(event.source))
-            .fetch_optional(&self.pool)
-            .await?;
-            let (seq, received) = row.map_or((0, event.at.millis()), |r| {
-                (r.get("seq"), r.get("received_at_ms"))
-            });
-            out.push(TimelineEntry {
-                seq,
-                received_at: Timestamp(received),
-                event,
-            });
-        }
-        out.sort_by_key(|e| (e.event.at, e.seq));
-        Ok(out)
+    async fn arrival(
+        &self,
+        source: Source,
+        key: &str,
+    ) -> Result<Option<(i64, Timestamp)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT seq, received_at_ms FROM event_log WHERE event_id = ? AND source = ?",
+        )
+        .bind(key)
+        .bind(source_name(source))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| (r.get("seq"), Timestamp(r.get("received_at_ms")))))
     }
 
     async fn raw_events_after(&self, seq: i64, limit: i64) -> Result<Vec<RawEvent>, StoreError> {
@@ -907,17 +718,7 @@ impl Store for SqliteStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(RawEvent {
-                    seq: r.get("seq"),
-                    source: parse_source(r.get("source"))?,
-                    event_id: r.get("event_id"),
-                    received_at: Timestamp(r.get("received_at_ms")),
-                    body: r.get("body"),
-                })
-            })
-            .collect()
+        rows.iter().map(rows::raw_event).collect()
     }
 
     async fn reset_derived(&self) -> Result<(), StoreError> {
@@ -1006,25 +807,6 @@ const CDR_CHUNK: usize = 50;
 const COMBO_COLUMNS: &str = "bucket_ms, direction, trunk_id, agent_id, queue";
 const SLICE_COLUMNS: &str = "slice, level, bucket_ms, direction, value";
 
-fn push_key_list<'q>(sql: &mut QueryBuilder<'q, Sqlite>, keys: &[&'q RollupKey]) {
-    sql.push("(VALUES ");
-    for (i, key) in keys.iter().enumerate() {
-        if i > 0 {
-            sql.push(", ");
-        }
-        sql.push("(");
-        let mut tuple = sql.separated(", ");
-        for part in key_parts(key) {
-            match part {
-                KeyPart::Int(v) => tuple.push_bind(v),
-                KeyPart::Text(v) => tuple.push_bind(v),
-            };
-        }
-        sql.push(")");
-    }
-    sql.push(")");
-}
-
 /// Adds deltas to their rollup rows: one read of the rows, one upsert of the changed rows, one
 /// delete of the rows that became empty, per table.
 async fn apply_deltas(
@@ -1048,7 +830,7 @@ async fn apply_deltas(
         let mut select = QueryBuilder::<Sqlite>::new(format!(
             "SELECT {columns}, tally FROM {table} WHERE ({columns}) IN "
         ));
-        push_key_list(&mut select, &keys);
+        sql::push_key_list(&mut select, &keys);
         let mut current: HashMap<RollupKey, Tally> = HashMap::new();
         for r in select.build().fetch_all(&mut **tx).await? {
             let tally = rollup::decode_tally(r.get::<&[u8], _>(5))
@@ -1059,19 +841,14 @@ async fn apply_deltas(
         if !emptied.is_empty() {
             let mut delete =
                 QueryBuilder::<Sqlite>::new(format!("DELETE FROM {table} WHERE ({columns}) IN "));
-            push_key_list(&mut delete, &emptied);
+            sql::push_key_list(&mut delete, &emptied);
             delete.build().execute(&mut **tx).await?;
         }
         if !updated.is_empty() {
             let mut upsert =
                 QueryBuilder::<Sqlite>::new(format!("INSERT INTO {table} ({columns}, tally) "));
             upsert.push_values(&updated, |mut row, (key, tally)| {
-                for part in key_parts(key) {
-                    match part {
-                        KeyPart::Int(v) => row.push_bind(v),
-                        KeyPart::Text(v) => row.push_bind(v),
-                    };
-                }
+                sql::push_key(&mut row, key);
                 row.push_bind(rollup::encode_tally(tally));
             });
             upsert.push(format!(

@@ -96,15 +96,7 @@ pub async fn start_with_config(db_url: &str, config: Option<&std::path::Path>) -
     app::start(args).await.expect("server starts")
 }
 
-pub fn fixture(name: &str) -> Vec<u8> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/livekit");
-    let path = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(name))
-        .unwrap_or_else(|| panic!("no fixture {name}"));
-    std::fs::read(path).unwrap()
-}
+pub use crate::inputs::fixture;
 
 /// A LiveKit-style token: HS256 over the body's SHA-256, signed with the given key.
 pub fn sign_with(body: &[u8], key: &str, secret: &str, ttl: Duration) -> String {

@@ -7,6 +7,8 @@ mod demo;
 mod events;
 mod grafana;
 mod helpers;
+#[path = "../support/cdr.rs"]
+mod inputs;
 mod instances;
 mod live;
 mod livekit_sdk;

@@ -1,8 +1,9 @@
-//! A CDR to store in tests that need one without building it from events.
+//! Inputs for tests: a CDR to store without building it from events, and the LiveKit samples.
 
 use callpulse_core::{AnswerSource, Cdr, Direction, Outcome, Timestamp};
 
 /// An inbound call on trunk `ST_a` answered by `alice` after `seconds` of ringing.
+#[allow(dead_code)]
 pub fn answered_after(seconds: i64) -> Cdr {
     Cdr {
         call_id: "SCL_sl".into(),
@@ -34,4 +35,16 @@ pub fn answered_after(seconds: i64) -> Cdr {
         wrap_up_seconds: 0.0,
         last_event_at: Timestamp(1_795_442_500_000),
     }
+}
+
+/// The LiveKit sample whose file name starts with `name` (`tests/fixtures/livekit`).
+#[allow(dead_code)]
+pub fn fixture(name: &str) -> Vec<u8> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/livekit");
+    let path = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(name))
+        .unwrap_or_else(|| panic!("no fixture {name}"));
+    std::fs::read(path).unwrap()
 }

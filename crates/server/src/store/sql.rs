@@ -1,0 +1,169 @@
+//! SQL both backends speak alike, built once: the CDR listing, the rollup reads, and lists of
+//! rollup keys. Each backend runs what these build; only placeholders and a few functions
+//! differ between them, and `QueryBuilder` writes the placeholders.
+
+use super::rollup::{KeyPart, Level, RollupKey, Slice, direction_code, key_parts};
+use super::{Buckets, CdrQuery, MetricFilter, SliceFilter};
+use sqlx::{Database, Encode, QueryBuilder, Type};
+
+/// `select` (ending in `FROM cdrs`) with the listing's filters, order and limit. `collate` follows
+/// `call_id` in the order (PostgreSQL sorts text as SQLite does with `COLLATE "C"`).
+pub(crate) fn cdr_listing<'q, DB>(select: &str, collate: &str, q: &CdrQuery) -> QueryBuilder<'q, DB>
+where
+    DB: Database,
+    i64: Encode<'q, DB> + Type<DB>,
+    String: Encode<'q, DB> + Type<DB>,
+{
+    let mut sql = QueryBuilder::new(format!("{select} WHERE 1 = 1"));
+    if let Some(from) = q.from {
+        sql.push(" AND start_ms >= ").push_bind(from.millis());
+    }
+    if let Some(to) = q.to {
+        sql.push(" AND start_ms < ").push_bind(to.millis());
+    }
+    if let Some(d) = q.direction {
+        sql.push(" AND direction = ")
+            .push_bind(d.as_str().to_owned());
+    }
+    if let Some(o) = q.outcome {
+        sql.push(" AND outcome = ").push_bind(o.as_str().to_owned());
+    }
+    push_dimension_filters(&mut sql, &q.trunk_id, &q.agent_id, &q.queue);
+    let (beyond, order) = if q.newest_first {
+        ("<", "DESC")
+    } else {
+        (">", "ASC")
+    };
+    if let Some((start, call_id)) = &q.after {
+        sql.push(format_args!(" AND (start_ms, call_id) {beyond} ("))
+            .push_bind(start.millis())
+            .push(", ")
+            .push_bind(call_id.clone())
+            .push(")");
+    }
+    sql.push(format_args!(
+        " ORDER BY start_ms {order}, call_id{collate} {order} LIMIT "
+    ))
+    .push_bind(i64::from(q.limit));
+    sql
+}
+
+fn push_dimension_filters<'q, DB>(
+    sql: &mut QueryBuilder<'q, DB>,
+    trunk_id: &Option<String>,
+    agent_id: &Option<String>,
+    queue: &Option<String>,
+) where
+    DB: Database,
+    String: Encode<'q, DB> + Type<DB>,
+{
+    for (column, value) in [
+        ("trunk_id", trunk_id),
+        ("agent_id", agent_id),
+        ("queue", queue),
+    ] {
+        if let Some(v) = value {
+            sql.push(format_args!(" AND {column} = "))
+                .push_bind(v.clone());
+        }
+    }
+}
+
+/// The full-combination rollup rows of `[from, to)` matching `filter`.
+pub(crate) fn rollup_rows<'q, DB>(from: i64, to: i64, filter: &MetricFilter) -> QueryBuilder<'q, DB>
+where
+    DB: Database,
+    i64: Encode<'q, DB> + Type<DB>,
+    String: Encode<'q, DB> + Type<DB>,
+{
+    let mut sql = QueryBuilder::new(
+        "SELECT bucket_ms, direction, trunk_id, agent_id, queue, tally FROM rollups WHERE bucket_ms >= ",
+    );
+    sql.push_bind(from).push(" AND bucket_ms < ").push_bind(to);
+    if let Some(d) = filter.direction {
+        sql.push(" AND direction = ")
+            .push_bind(d.as_str().to_owned());
+    }
+    push_dimension_filters(&mut sql, &filter.trunk_id, &filter.agent_id, &filter.queue);
+    sql
+}
+
+/// The rows of one slice and level in `buckets` matching `filter`; `None` when no bucket is asked.
+pub(crate) fn slice_rows<'q, DB>(
+    slice: Slice,
+    level: Level,
+    buckets: &Buckets,
+    filter: SliceFilter<'_>,
+) -> Option<QueryBuilder<'q, DB>>
+where
+    DB: Database,
+    i64: Encode<'q, DB> + Type<DB>,
+    String: Encode<'q, DB> + Type<DB>,
+{
+    let mut sql = QueryBuilder::new(
+        "SELECT bucket_ms, direction, value, tally FROM rollup_slices WHERE slice = ",
+    );
+    sql.push_bind(slice as i64)
+        .push(" AND level = ")
+        .push_bind(level as i64);
+    match buckets {
+        Buckets::Range(from, to) => {
+            sql.push(" AND bucket_ms >= ")
+                .push_bind(from.millis())
+                .push(" AND bucket_ms < ")
+                .push_bind(to.millis());
+        }
+        Buckets::List(starts) if starts.is_empty() => return None,
+        Buckets::List(starts) => {
+            sql.push(" AND bucket_ms IN (");
+            let mut list = sql.separated(", ");
+            for start in starts {
+                list.push_bind(*start);
+            }
+            sql.push(")");
+        }
+    }
+    if let Some(d) = filter.direction {
+        sql.push(" AND direction = ").push_bind(direction_code(d));
+    }
+    if let Some(v) = filter.value {
+        sql.push(" AND value = ").push_bind(v.to_owned());
+    }
+    Some(sql)
+}
+
+/// Appends `(VALUES (k1...), (k2...))`: a list of rollup keys to match `(columns) IN`.
+pub(crate) fn push_key_list<'q, DB>(sql: &mut QueryBuilder<'q, DB>, keys: &[&'q RollupKey])
+where
+    DB: Database,
+    i64: Encode<'q, DB> + Type<DB>,
+    &'q str: Encode<'q, DB> + Type<DB>,
+{
+    sql.push("(VALUES ");
+    for (i, key) in keys.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.push("(");
+        push_key(&mut sql.separated(", "), key);
+        sql.push(")");
+    }
+    sql.push(")");
+}
+
+/// Binds a rollup key's columns.
+pub(crate) fn push_key<'q, 'b, DB>(
+    tuple: &mut sqlx::query_builder::Separated<'b, 'q, DB, &'static str>,
+    key: &'q RollupKey,
+) where
+    DB: Database,
+    i64: Encode<'q, DB> + Type<DB>,
+    &'q str: Encode<'q, DB> + Type<DB>,
+{
+    for part in key_parts(key) {
+        match part {
+            KeyPart::Int(v) => tuple.push_bind(v),
+            KeyPart::Text(v) => tuple.push_bind(v),
+        };
+    }
+}
