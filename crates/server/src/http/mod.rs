@@ -161,8 +161,17 @@ async fn ingest_stats(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     let c = &state.counters;
+    // Rows caught by catch-all partitions (PostgreSQL): above zero, a time partition was missing.
+    let stranded: serde_json::Map<String, serde_json::Value> = state
+        .store
+        .default_partition_rows()
+        .await?
+        .into_iter()
+        .map(|d| (d.table, d.rows.into()))
+        .collect();
     Ok(axum::Json(serde_json::json!({
         "events_in_log": state.store.event_count().await?,
+        "default_partition_rows": stranded,
         "webhooks_last_minute": c.webhook_rate.total(crate::pipeline::now().millis().div_euclid(1000)),
         "quarantined_in_store": state.store.quarantine_count().await?,
         "since_start": {

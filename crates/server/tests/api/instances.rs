@@ -108,8 +108,8 @@ async fn two_instances_on_postgres_equal_one_sqlite_instance() {
     }
 
     let db = TestDb::create().await;
-    let a = serve_process(&db.url).await;
-    let b = serve_process(&db.url).await;
+    // Started together: the migrations and first partitions are made once, under a lock.
+    let (a, b) = tokio::join!(serve_process(&db.url), serve_process(&db.url));
     // Shuffled within windows of 16 (late and early events), each to either instance, a third
     // of them to both at the same moment.
     let mut order: Vec<&Payload> = payloads.iter().map(|(_, p)| p).collect();
@@ -176,6 +176,11 @@ async fn two_instances_on_postgres_equal_one_sqlite_instance() {
             "{path}"
         );
     }
+    // Every row found its partition: the catch-all partitions are empty.
+    let ingest = get(&client, format!("{}/api/v1/ingest", b.base)).await;
+    let stranded = ingest["default_partition_rows"].as_object().unwrap();
+    assert_eq!(stranded.len(), 6, "{ingest}");
+    assert!(stranded.values().all(|rows| rows == 0), "{ingest}");
     // Each instance's live panel follows the one pipeline, whichever instance runs it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
