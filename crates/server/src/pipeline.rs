@@ -7,7 +7,7 @@
 use crate::http::IngestCounters;
 use crate::leader::{Role, Turn};
 use crate::live::LiveHub;
-use crate::store::{Store, StoreError};
+use crate::store::{Room, Store, StoreError};
 use callpulse_core::event::{EventBody, Scope};
 use callpulse_core::{Anomaly, Cdr};
 use callpulse_core::{BuildParams, Timestamp, build};
@@ -43,6 +43,7 @@ pub async fn catch_up(
         };
         let last = *last;
         let mut calls = BTreeSet::new();
+        let mut rooms = BTreeSet::new();
         for (_, event) in &batch {
             let room = match (&event.scope, &event.body) {
                 (Scope::Call { call_id }, body) => {
@@ -50,18 +51,25 @@ pub async fn catch_up(
                     // A SIP leg's events tell its room's other legs whose tracks are SIP.
                     match body {
                         EventBody::SipJoined { participant }
-                        | EventBody::SipLeft { participant, .. } => Some((
-                            participant.room_sid.as_deref(),
-                            participant.room_name.as_deref(),
-                        )),
+                        | EventBody::SipLeft { participant, .. } => Some(Room {
+                            sid: participant.room_sid.clone(),
+                            name: participant.room_name.clone(),
+                        }),
                         _ => None,
                     }
                 }
-                (Scope::Room { sid, name }, _) => Some((sid.as_deref(), name.as_deref())),
+                (Scope::Room { sid, name }, _) => Some(Room {
+                    sid: sid.clone(),
+                    name: name.clone(),
+                }),
             };
-            if let Some((sid, name)) = room {
-                calls.extend(store.calls_in_room(sid, name).await?);
+            if let Some(room) = room.filter(|r| r.sid.is_some() || r.name.is_some()) {
+                rooms.insert(room);
             }
+        }
+        if !rooms.is_empty() {
+            let rooms: Vec<Room> = rooms.into_iter().collect();
+            calls.extend(store.calls_in_rooms(&rooms).await?);
         }
         let cdrs = rebuild_calls(store, calls.iter().map(String::as_str), params).await?;
         store.set_cursor(CURSOR, last).await?;
@@ -79,9 +87,11 @@ pub async fn rebuild_calls<'a>(
     calls: impl IntoIterator<Item = &'a str>,
     params: &BuildParams,
 ) -> Result<Vec<Cdr>, StoreError> {
+    let calls: Vec<String> = calls.into_iter().map(str::to_owned).collect();
     let mut cdrs = Vec::new();
-    for call_id in calls {
-        let events = store.events_for_call(call_id).await?;
+    let mut gathered = store.events_for_calls(&calls).await?;
+    for call_id in &calls {
+        let events = gathered.remove(call_id).unwrap_or_default();
         let cdr = build(call_id, &events, params);
         // A call is a SIP leg (METRICS.md §1): application events alone make no CDR.
         if !cdr.anomalies.contains(&Anomaly::MissingSipParticipant) {

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use callpulse_core::live::ReportedState;
 use callpulse_core::metrics::{MetricParams, Tally};
 use callpulse_core::{CallEvent, Cdr, Direction, Outcome, Source, Timestamp};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use postgres::{DAYS_AHEAD, PgStore};
@@ -306,15 +307,57 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<(LogPosition, CallEvent)>, StoreError>;
     /// The position of the last call event in the log.
     async fn log_head(&self) -> Result<LogPosition, StoreError>;
-    /// The calls already known in a room.
-    async fn calls_in_room(
+    /// The calls already known in any of these rooms: by sid where the room has one, else by
+    /// name.
+    async fn calls_in_rooms(&self, rooms: &[Room]) -> Result<Vec<String>, StoreError>;
+    /// Each call's own events (`Some(call_id)`), for every call in `call_ids`.
+    async fn own_events(&self, call_ids: &[String]) -> Result<Vec<IndexedEvent>, StoreError>;
+    /// The events of these rooms' other parts: room events and every leg's events, matched by
+    /// sid, or by name where an event has no sid.
+    async fn room_events(&self, rooms: &[Room]) -> Result<Vec<IndexedEvent>, StoreError>;
+    /// Everything the builder needs for each call: its events, its room's events, and the SIP
+    /// events of the other legs of its room. Two reads, however many calls.
+    async fn events_for_calls(
         &self,
-        sid: Option<&str>,
-        name: Option<&str>,
-    ) -> Result<Vec<String>, StoreError>;
-    /// Everything the builder needs for one call: its events, its room's events, and the SIP
-    /// events of the other legs of its room.
-    async fn events_for_call(&self, call_id: &str) -> Result<Vec<CallEvent>, StoreError>;
+        call_ids: &[String],
+    ) -> Result<HashMap<String, Vec<CallEvent>>, StoreError> {
+        let mut out: HashMap<String, Vec<CallEvent>> =
+            call_ids.iter().map(|id| (id.clone(), Vec::new())).collect();
+        for e in self.own_events(call_ids).await? {
+            if let Some(events) = e.call_id.as_ref().and_then(|id| out.get_mut(id)) {
+                events.push(e.event);
+            }
+        }
+        let rooms: HashMap<String, Room> = out
+            .iter()
+            .filter_map(|(id, events)| Some((id.clone(), room_of(events)?)))
+            .collect();
+        let mut wanted: Vec<Room> = rooms.values().cloned().collect();
+        wanted.sort();
+        wanted.dedup();
+        if wanted.is_empty() {
+            return Ok(out);
+        }
+        let related = self.room_events(&wanted).await?;
+        for (id, room) in &rooms {
+            let events = out.get_mut(id).expect("every room is of a call asked for");
+            for e in &related {
+                if e.call_id.as_deref() != Some(id.as_str()) && room.holds(e) {
+                    events.push(e.event.clone());
+                }
+            }
+        }
+        Ok(out)
+    }
+    /// `events_for_calls` for one call.
+    async fn events_for_call(&self, call_id: &str) -> Result<Vec<CallEvent>, StoreError> {
+        let id = call_id.to_owned();
+        Ok(self
+            .events_for_calls(std::slice::from_ref(&id))
+            .await?
+            .remove(&id)
+            .unwrap_or_default())
+    }
     /// Writes CDRs and, in the same transaction, corrects the rollups: the old version's
     /// contribution is subtracted and the new one added.
     async fn upsert_cdrs(&self, cdrs: &[Cdr], now: Timestamp) -> Result<(), StoreError>;
@@ -527,16 +570,58 @@ pub(crate) fn parse_source(name: &str) -> Result<Source, StoreError> {
     }
 }
 
-/// The room of a call's SIP leg (sid, name), from the leg's own events.
-pub(crate) fn room_of(events: &[CallEvent]) -> Option<(Option<String>, Option<String>)> {
+/// A LiveKit room as call events name it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Room {
+    pub sid: Option<String>,
+    pub name: Option<String>,
+}
+
+impl Room {
+    /// Whether an event belongs to this room: the same sid, or no sid and the same name.
+    fn holds(&self, e: &IndexedEvent) -> bool {
+        match (&e.room_sid, &self.sid) {
+            (Some(theirs), Some(ours)) => theirs == ours,
+            (Some(_), None) => false,
+            (None, _) => e.room_name.is_some() && e.room_name == self.name,
+        }
+    }
+}
+
+/// A stored call event with the columns it is found by.
+#[derive(Debug, Clone)]
+pub struct IndexedEvent {
+    pub call_id: Option<String>,
+    pub room_sid: Option<String>,
+    pub room_name: Option<String>,
+    pub event: CallEvent,
+}
+
+/// The room of a call's SIP leg, from the leg's own events.
+pub(crate) fn room_of(events: &[CallEvent]) -> Option<Room> {
     use callpulse_core::event::{EventBody, Scope};
     events.iter().find_map(|e| match (&e.scope, &e.body) {
         (
             Scope::Call { .. },
             EventBody::SipJoined { participant } | EventBody::SipLeft { participant, .. },
-        ) => Some((participant.room_sid.clone(), participant.room_name.clone())),
+        ) => Some(Room {
+            sid: participant.room_sid.clone(),
+            name: participant.room_name.clone(),
+        }),
         _ => None,
     })
+}
+
+/// The sids of the rooms that have one, and the names of the others (of all, with
+/// `every_name`: events without a sid are matched by name even in a room known by sid).
+pub(crate) fn room_keys(rooms: &[Room], every_name: bool) -> (Vec<String>, Vec<String>) {
+    let sids = rooms.iter().filter_map(|r| r.sid.clone()).collect();
+    let names = rooms
+        .iter()
+        .filter(|r| every_name || r.sid.is_none())
+        .filter_map(|r| r.name.clone())
+        .collect();
+    (sids, names)
 }
 
 /// The columns a call event is indexed by: call id, room sid, room name.

@@ -3,8 +3,8 @@
 
 use super::rollup::{self, Slice};
 use super::{
-    AgentReport, Delivery, RawEvent, RollupRow, StoreError, StoredAlert, parse_direction,
-    parse_source,
+    AgentReport, Delivery, IndexedEvent, RawEvent, RollupRow, StoreError, StoredAlert,
+    parse_direction, parse_source,
 };
 use callpulse_core::event::AgentState;
 use callpulse_core::live::ReportedState;
@@ -15,6 +15,7 @@ use sqlx::Row;
 pub(crate) trait StoreRow {
     fn int(&self, column: &str) -> i64;
     fn text(&self, column: &str) -> &str;
+    fn opt_text(&self, column: &str) -> Option<String>;
     fn bytes(&self, column: &str) -> &[u8];
 }
 
@@ -26,6 +27,9 @@ macro_rules! store_row {
                 self.get(column)
             }
             fn text(&self, column: &str) -> &str {
+                self.get(column)
+            }
+            fn opt_text(&self, column: &str) -> Option<String> {
                 self.get(column)
             }
             fn bytes(&self, column: &str) -> &[u8] {
@@ -48,6 +52,16 @@ pub(crate) fn encode_json<T: serde::Serialize>(value: &T) -> Result<String, Stor
 fn tally(r: &impl StoreRow) -> Result<callpulse_core::metrics::Tally, StoreError> {
     rollup::decode_tally(r.bytes("tally"))
         .ok_or_else(|| StoreError::Corrupt("undecodable rollup tally".into()))
+}
+
+/// `call_id`, `room_sid`, `room_name`, `body`.
+pub(crate) fn indexed_event(r: &impl StoreRow) -> Result<IndexedEvent, StoreError> {
+    Ok(IndexedEvent {
+        call_id: r.opt_text("call_id"),
+        room_sid: r.opt_text("room_sid"),
+        room_name: r.opt_text("room_name"),
+        event: decode_json(r.text("body"))?,
+    })
 }
 
 /// `agent_id`, `state`, `at_ms`.

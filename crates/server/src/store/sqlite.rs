@@ -5,9 +5,9 @@ use super::rollup::{self, Level, RollupKey, Slice, key_of_row};
 use super::rows::{self, decode_json, encode_json};
 use super::sql;
 use super::{
-    AgentReport, AlertRecord, Appended, CdrQuery, Delivery, Lease, LogPosition, MetricFilter,
-    NewEvent, Quarantined, RawEvent, RollupRow, SoleLease, Store, StoreError, StoredAlert,
-    event_index, latest_versions, room_of, source_name,
+    AgentReport, AlertRecord, Appended, CdrQuery, Delivery, IndexedEvent, Lease, LogPosition,
+    MetricFilter, NewEvent, Quarantined, RawEvent, RollupRow, Room, SoleLease, Store, StoreError,
+    StoredAlert, event_index, latest_versions, room_keys, source_name,
 };
 use super::{Buckets, SliceFilter};
 use async_trait::async_trait;
@@ -306,49 +306,35 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn calls_in_room(
-        &self,
-        sid: Option<&str>,
-        name: Option<&str>,
-    ) -> Result<Vec<String>, StoreError> {
-        let (clause, arg) = match (sid, name) {
-            (Some(sid), _) => ("room_sid = ?", sid),
-            (None, Some(name)) => ("room_name = ?", name),
-            (None, None) => return Ok(vec![]),
-        };
-        let sql = format!("SELECT call_id FROM cdrs WHERE {clause}");
-        Ok(sqlx::query_scalar(&sql)
-            .bind(arg)
-            .fetch_all(&self.pool)
-            .await?)
+    async fn calls_in_rooms(&self, rooms: &[Room]) -> Result<Vec<String>, StoreError> {
+        let (sids, names) = room_keys(rooms, false);
+        let mut sql = QueryBuilder::<Sqlite>::new("SELECT call_id FROM cdrs WHERE ");
+        push_in(&mut sql, "room_sid", &sids);
+        sql.push(" OR ");
+        push_in(&mut sql, "room_name", &names);
+        Ok(sql.build_query_scalar().fetch_all(&self.pool).await?)
     }
 
-    async fn events_for_call(&self, call_id: &str) -> Result<Vec<CallEvent>, StoreError> {
-        let own: Vec<String> = sqlx::query_scalar("SELECT body FROM call_events WHERE call_id = ?")
-            .bind(call_id)
-            .fetch_all(&self.pool)
-            .await?;
-        let mut events: Vec<CallEvent> = own
-            .iter()
-            .map(|b| decode_json(b))
-            .collect::<Result<_, _>>()?;
-        let Some((sid, name)) = room_of(&events) else {
-            return Ok(events);
-        };
-        let related: Vec<String> = sqlx::query_scalar(
-            "SELECT body FROM call_events
-             WHERE (call_id IS NULL OR call_id <> ?1)
-               AND (room_sid = ?2 OR (room_sid IS NULL AND room_name = ?3))",
-        )
-        .bind(call_id)
-        .bind(sid)
-        .bind(name)
-        .fetch_all(&self.pool)
-        .await?;
-        for body in &related {
-            events.push(decode_json(body)?);
-        }
-        Ok(events)
+    async fn own_events(&self, call_ids: &[String]) -> Result<Vec<IndexedEvent>, StoreError> {
+        let mut sql = QueryBuilder::<Sqlite>::new(
+            "SELECT call_id, room_sid, room_name, body FROM call_events WHERE ",
+        );
+        push_in(&mut sql, "call_id", call_ids);
+        let rows = sql.build().fetch_all(&self.pool).await?;
+        rows.iter().map(rows::indexed_event).collect()
+    }
+
+    async fn room_events(&self, rooms: &[Room]) -> Result<Vec<IndexedEvent>, StoreError> {
+        let (sids, names) = room_keys(rooms, true);
+        let mut sql = QueryBuilder::<Sqlite>::new(
+            "SELECT call_id, room_sid, room_name, body FROM call_events WHERE ",
+        );
+        push_in(&mut sql, "room_sid", &sids);
+        sql.push(" OR (room_sid IS NULL AND ");
+        push_in(&mut sql, "room_name", &names);
+        sql.push(")");
+        let rows = sql.build().fetch_all(&self.pool).await?;
+        rows.iter().map(rows::indexed_event).collect()
     }
 
     async fn upsert_cdrs(&self, cdrs: &[Cdr], now: Timestamp) -> Result<(), StoreError> {
@@ -797,6 +783,21 @@ async fn insert_call_event(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// `column IN (values...)`, or a false condition for no values. SQLite takes up to 32,766
+/// parameters a statement: the pipeline asks for at most a few thousand.
+fn push_in(sql: &mut QueryBuilder<'_, Sqlite>, column: &str, values: &[String]) {
+    if values.is_empty() {
+        sql.push("0");
+        return;
+    }
+    sql.push(format_args!("{column} IN ("));
+    let mut list = sql.separated(", ");
+    for v in values {
+        list.push_bind(v.clone());
+    }
+    sql.push(")");
 }
 
 /// Rollup rows read and written per statement.

@@ -17,9 +17,9 @@ use super::rows::{self, decode_json, encode_json};
 use super::sql;
 use super::{
     AgentReport, AlertRecord, Appended, Buckets, CdrQuery, Change, DefaultPartitionRows, Delivery,
-    ExpiredPartition, Lease, LogPosition, Maintenance, MetricFilter, NewEvent, Quarantined,
-    RawEvent, RetentionPolicy, RollupRow, SliceFilter, Store, StoreError, StoredAlert, event_index,
-    latest_versions, room_of, source_name,
+    ExpiredPartition, IndexedEvent, Lease, LogPosition, Maintenance, MetricFilter, NewEvent,
+    Quarantined, RawEvent, RetentionPolicy, RollupRow, Room, SliceFilter, Store, StoreError,
+    StoredAlert, event_index, latest_versions, room_keys, source_name,
 };
 use async_trait::async_trait;
 use callpulse_core::metrics::{MetricParams, Tally};
@@ -298,50 +298,38 @@ impl Store for PgStore {
         Ok(row.as_ref().map(position_of).unwrap_or_default())
     }
 
-    async fn calls_in_room(
-        &self,
-        sid: Option<&str>,
-        name: Option<&str>,
-    ) -> Result<Vec<String>, StoreError> {
-        let (clause, arg) = match (sid, name) {
-            (Some(sid), _) => ("room_sid = $1", sid),
-            (None, Some(name)) => ("room_name = $1", name),
-            (None, None) => return Ok(vec![]),
-        };
-        let sql = format!("SELECT call_id FROM cdrs WHERE {clause}");
-        Ok(sqlx::query_scalar(&sql)
-            .bind(arg)
-            .fetch_all(&self.pool)
-            .await?)
+    async fn calls_in_rooms(&self, rooms: &[Room]) -> Result<Vec<String>, StoreError> {
+        let (sids, names) = room_keys(rooms, false);
+        Ok(sqlx::query_scalar(
+            "SELECT call_id FROM cdrs WHERE room_sid = ANY($1) OR room_name = ANY($2)",
+        )
+        .bind(&sids)
+        .bind(&names)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
-    async fn events_for_call(&self, call_id: &str) -> Result<Vec<CallEvent>, StoreError> {
-        let own: Vec<String> =
-            sqlx::query_scalar("SELECT body FROM call_events WHERE call_id = $1")
-                .bind(call_id)
-                .fetch_all(&self.pool)
-                .await?;
-        let mut events: Vec<CallEvent> = own
-            .iter()
-            .map(|b| decode_json(b))
-            .collect::<Result<_, _>>()?;
-        let Some((sid, name)) = room_of(&events) else {
-            return Ok(events);
-        };
-        let related: Vec<String> = sqlx::query_scalar(
-            "SELECT body FROM call_events
-             WHERE (call_id IS NULL OR call_id <> $1)
-               AND (room_sid = $2 OR (room_sid IS NULL AND room_name = $3))",
+    async fn own_events(&self, call_ids: &[String]) -> Result<Vec<IndexedEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT call_id, room_sid, room_name, body FROM call_events WHERE call_id = ANY($1)",
         )
-        .bind(call_id)
-        .bind(sid)
-        .bind(name)
+        .bind(call_ids)
         .fetch_all(&self.pool)
         .await?;
-        for body in &related {
-            events.push(decode_json(body)?);
-        }
-        Ok(events)
+        rows.iter().map(rows::indexed_event).collect()
+    }
+
+    async fn room_events(&self, rooms: &[Room]) -> Result<Vec<IndexedEvent>, StoreError> {
+        let (sids, names) = room_keys(rooms, true);
+        let rows = sqlx::query(
+            "SELECT call_id, room_sid, room_name, body FROM call_events
+             WHERE room_sid = ANY($1) OR (room_sid IS NULL AND room_name = ANY($2))",
+        )
+        .bind(&sids)
+        .bind(&names)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(rows::indexed_event).collect()
     }
 
     async fn upsert_cdrs(&self, cdrs: &[Cdr], now: Timestamp) -> Result<(), StoreError> {
