@@ -430,6 +430,12 @@ impl Store for PgStore {
         for chunk in deltas.chunks(DELTA_CHUNK) {
             apply_deltas(&mut tx, chunk).await?;
         }
+        if let Some(latest) = unique.iter().map(|c| c.start_time.millis()).max() {
+            sqlx::query("UPDATE cdr_bounds SET latest_start_ms = GREATEST(latest_start_ms, $1)")
+                .bind(latest)
+                .execute(&mut *tx)
+                .await?;
+        }
         let mut payload = String::new();
         for cdr in &unique {
             if payload.len() + cdr.call_id.len() + 1 > NOTIFY_BYTES {
@@ -461,7 +467,7 @@ impl Store for PgStore {
     }
 
     async fn latest_start(&self) -> Result<Option<Timestamp>, StoreError> {
-        let latest: Option<i64> = sqlx::query_scalar("SELECT MAX(start_ms) FROM cdrs")
+        let latest: Option<i64> = sqlx::query_scalar("SELECT latest_start_ms FROM cdr_bounds")
             .fetch_one(&self.pool)
             .await?;
         Ok(latest.map(Timestamp))
@@ -742,9 +748,14 @@ impl Store for PgStore {
     }
 
     async fn reset_derived(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query("TRUNCATE call_events, cdrs, cursors, rollups, rollup_slices")
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        sqlx::query("UPDATE cdr_bounds SET latest_start_ms = NULL")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(())
     }
 
