@@ -86,6 +86,11 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     );
     let shutdown = CancellationToken::new();
     let state = AppState {
+        appender: store::GroupCommit::start(
+            store.clone(),
+            args.ingest_queue,
+            args.ingest_max_batch,
+        ),
         store: store.clone(),
         verifier: Arc::new(WebhookVerifier::new(
             key_pairs.iter().map(|(k, s)| (k.as_str(), s.as_str())),

@@ -31,6 +31,8 @@ pub struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once per process: the size of the serve variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the server: webhooks, application events, CDRs and the API.
     Serve(ServeArgs),
@@ -197,6 +199,12 @@ pub struct ServeArgs {
     /// Live deltas a WebSocket client may fall behind by before it is sent a fresh snapshot.
     #[arg(long, env = "CALLPULSE_LIVE_BACKLOG", default_value_t = crate::live::DEFAULT_BACKLOG)]
     pub live_backlog: usize,
+    /// Webhooks waiting to be stored before more are refused with 503 (LiveKit retries).
+    #[arg(long, env = "CALLPULSE_INGEST_QUEUE", default_value_t = 20_000)]
+    pub ingest_queue: usize,
+    /// Most webhooks stored in one transaction (group commit).
+    #[arg(long, env = "CALLPULSE_INGEST_MAX_BATCH", default_value_t = 1_000)]
+    pub ingest_max_batch: usize,
     /// Run the traffic simulator in-process so the dashboard has live calls at once.
     #[arg(long, env = "CALLPULSE_DEMO")]
     pub demo: bool,

@@ -238,6 +238,17 @@ pub async fn render(state: &AppState, max_trunks: usize) -> Result<String, Store
         w.sample(name, &[], IngestCounters::get(counter) as f64);
     }
 
+    w.family(
+        "callpulse_ingest_transactions_total",
+        "counter",
+        "Transactions that stored webhooks (group commit: webhooks stored / this = events per fsync).",
+    );
+    w.sample(
+        "callpulse_ingest_transactions_total",
+        &[],
+        state.appender.batches() as f64,
+    );
+
     let (backlog, lag_s) = pipeline_lag(state, now).await?;
     w.family(
         "callpulse_cdr_pipeline_backlog_events",

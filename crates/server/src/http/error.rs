@@ -22,6 +22,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("internal error: {0}")]
     Internal(#[from] anyhow::Error),
+    #[error("too many requests are waiting to be stored; retry shortly")]
+    Overloaded,
 }
 
 impl ApiError {
@@ -29,6 +31,15 @@ impl ApiError {
         ApiError::BadRequest {
             code,
             detail: detail.into(),
+        }
+    }
+}
+
+impl From<crate::store::GroupError> for ApiError {
+    fn from(e: crate::store::GroupError) -> Self {
+        match e {
+            crate::store::GroupError::Busy => ApiError::Overloaded,
+            other => ApiError::Internal(other.into()),
         }
     }
 }
@@ -52,6 +63,7 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, *code),
             ApiError::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, *code),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ApiError::Internal(e) => {
                 tracing::error!(error = format!("{e:#}"), "request failed");
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")

@@ -89,6 +89,8 @@ impl IngestCounters {
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
+    /// Webhook appends, committed in shared transactions.
+    pub appender: crate::store::GroupCommit,
     pub verifier: Arc<WebhookVerifier>,
     pub events_tokens: Arc<Vec<String>>,
     /// Woken after every append so the CDR pipeline runs at once.

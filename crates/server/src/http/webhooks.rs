@@ -65,16 +65,19 @@ pub async fn receive_livekit_webhook(
     };
     let event_id = decoded.event_id.clone();
     let event = webhook_entry(decoded, body, received_at);
-    let appended = state.store.append(std::slice::from_ref(&event)).await?;
-    let status = match appended.first() {
-        Some(Appended::Stored { .. }) => {
+    let status = match state.appender.append(event).await {
+        Ok(Appended::Stored { .. }) => {
             IngestCounters::add(&state.counters.webhooks_stored, 1);
             state.pipeline_wake.notify_one();
             "stored"
         }
-        _ => {
+        Ok(Appended::Duplicate) => {
             IngestCounters::add(&state.counters.webhooks_duplicate, 1);
             "duplicate"
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "webhook not stored");
+            return Err(e.into());
         }
     };
     Ok(Json(json!({"status": status, "id": event_id})))

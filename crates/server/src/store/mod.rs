@@ -4,6 +4,7 @@
 //! this module knows SQL. The event log is the ground truth; `call_events` and `cdrs` are derived
 //! from it and can be rebuilt (`callpulse rebuild`).
 
+mod group_commit;
 mod postgres;
 pub mod rollup;
 mod rows;
@@ -17,6 +18,7 @@ use callpulse_core::{CallEvent, Cdr, Direction, Outcome, Source, Timestamp};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+pub use group_commit::{GroupCommit, GroupError};
 pub use postgres::{DAYS_AHEAD, PgStore};
 pub use sqlite::SqliteStore;
 
