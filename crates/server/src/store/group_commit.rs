@@ -2,8 +2,10 @@
 //! many events durable. Each caller waits for the commit of the batch that holds its event and
 //! hears its own outcome; nothing is acknowledged before it is on disk.
 //!
-//! One task drains a bounded queue: it takes what has arrived (up to `max_batch`) and appends it
-//! in one call while the next arrivals queue behind. Under light load a batch is one event and
+//! Writer tasks drain a bounded queue: each takes what has arrived (up to `max_batch`) and
+//! appends it in one call while the next arrivals queue behind. SQLite has one writer anyway, so
+//! it gets one task; PostgreSQL commits concurrent transactions in parallel, so it gets several
+//! (`Store::writers`). Under light load a batch is one event and
 //! no time is spent waiting for company. A full queue refuses at once (`Busy`), so an overloaded
 //! server answers 503 quickly instead of holding requests until the sender gives up.
 
@@ -37,11 +39,19 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the appender task; it stops when every handle is dropped.
+    /// Starts the writer tasks; they stop when every handle is dropped.
     pub fn start(store: Arc<dyn Store>, queue: usize, max_batch: usize) -> GroupCommit {
         let (tx, rx) = mpsc::channel(queue.max(1));
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let batches = Arc::new(AtomicU64::new(0));
-        tokio::spawn(run(store, rx, max_batch.max(1), batches.clone()));
+        for _ in 0..store.writers().max(1) {
+            tokio::spawn(run(
+                store.clone(),
+                rx.clone(),
+                max_batch.max(1),
+                batches.clone(),
+            ));
+        }
         GroupCommit { queue: tx, batches }
     }
 
@@ -68,12 +78,13 @@ impl GroupCommit {
 
 async fn run(
     store: Arc<dyn Store>,
-    mut rx: mpsc::Receiver<Pending>,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>,
     max_batch: usize,
     batches: Arc<AtomicU64>,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
-    while rx.recv_many(&mut batch, max_batch).await > 0 {
+    // The lock is held only while taking a batch, not while appending it.
+    while rx.lock().await.recv_many(&mut batch, max_batch).await > 0 {
         let (events, replies): (Vec<NewEvent>, Vec<_>) =
             batch.drain(..).map(|p| (p.event, p.reply)).unzip();
         match store.append(&events).await {

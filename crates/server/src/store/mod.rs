@@ -477,6 +477,10 @@ pub trait Store: Send + Sync + 'static {
     /// Every call id with at least one call-scoped event.
     async fn all_call_ids(&self) -> Result<Vec<String>, StoreError>;
 
+    /// How many appends may usefully run at once (group commit's writer tasks).
+    fn writers(&self) -> usize {
+        1
+    }
     /// Takes the lease on `role` if no other instance holds it. A backend used by one process
     /// at a time always grants it.
     async fn try_lease(&self, role: &str) -> Result<Option<Box<dyn Lease>>, StoreError>;

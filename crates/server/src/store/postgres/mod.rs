@@ -46,6 +46,8 @@ const AGENTS_CHANNEL: &str = "callpulse_agents";
 const ALERTS_CHANNEL: &str = "callpulse_alerts";
 /// NOTIFY payloads must stay under 8000 bytes.
 const NOTIFY_BYTES: usize = 7000;
+/// Concurrent webhook transactions (of the pool's 16 connections).
+const WRITERS: usize = 6;
 /// Rollup rows read and written per statement.
 const DELTA_CHUNK: usize = 1000;
 /// CDRs written per statement.
@@ -778,6 +780,10 @@ impl Store for PgStore {
         )
         .fetch_all(&self.pool)
         .await?)
+    }
+
+    fn writers(&self) -> usize {
+        WRITERS
     }
 
     async fn try_lease(&self, role: &str) -> Result<Option<Box<dyn Lease>>, StoreError> {
