@@ -46,6 +46,8 @@ const AGENTS_CHANNEL: &str = "callpulse_agents";
 const ALERTS_CHANNEL: &str = "callpulse_alerts";
 /// NOTIFY payloads must stay under 8000 bytes.
 const NOTIFY_BYTES: usize = 7000;
+/// Call events inserted per statement by a rebuild.
+const CALL_EVENT_CHUNK: usize = 5000;
 /// Concurrent webhook transactions (of the pool's 16 connections).
 const WRITERS: usize = 6;
 /// Rollup rows read and written per statement.
@@ -190,29 +192,80 @@ impl Store for PgStore {
         .bind(&keys)
         .execute(&mut *tx)
         .await?;
-        for e in batch {
-            let seq: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO event_log
-                     (source, event_id, event_type, occurred_ms, received_at_ms, body)
-                 SELECT $1, $2, $3, $4, $5, $6
-                 WHERE NOT EXISTS (SELECT 1 FROM event_log WHERE source = $1 AND event_id = $2)
-                 ON CONFLICT DO NOTHING RETURNING seq",
-            )
-            .bind(source_name(e.source))
-            .bind(&e.event_id)
-            .bind(&e.event_type)
-            .bind(e.occurred_at.millis())
-            .bind(e.received_at.millis())
-            .bind(&e.body)
-            .fetch_optional(&mut *tx)
-            .await?;
+        // Which events are new: the first of each id in the batch, unless already logged.
+        let mut first: HashMap<(&str, &str), usize> = HashMap::new();
+        for (i, e) in batch.iter().enumerate() {
+            first
+                .entry((source_name(e.source), e.event_id.as_str()))
+                .or_insert(i);
+        }
+        let (sources, ids): (Vec<&str>, Vec<&str>) = first.keys().copied().unzip();
+        let logged: Vec<(String, String)> = sqlx::query_as(
+            "SELECT source, event_id FROM event_log
+             WHERE (source, event_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
+        )
+        .bind(&sources)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (source, id) in &logged {
+            first.remove(&(source.as_str(), id.as_str()));
+        }
+        let mut new: Vec<usize> = first.into_values().collect();
+        new.sort_unstable();
+        // One statement for the new events, one for their call events.
+        let pick = |f: &dyn Fn(&NewEvent) -> String| -> Vec<String> {
+            new.iter().map(|i| f(&batch[*i])).collect()
+        };
+        let inserted: Vec<(i64, String, String)> = sqlx::query_as(
+            "INSERT INTO event_log
+                 (source, event_id, event_type, occurred_ms, received_at_ms, body)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
+                                  $6::bytea[])
+             ON CONFLICT DO NOTHING RETURNING seq, source, event_id",
+        )
+        .bind(pick(&|e| source_name(e.source).to_owned()))
+        .bind(pick(&|e| e.event_id.clone()))
+        .bind(pick(&|e| e.event_type.clone()))
+        .bind(
+            new.iter()
+                .map(|i| batch[*i].occurred_at.millis())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            new.iter()
+                .map(|i| batch[*i].received_at.millis())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            new.iter()
+                .map(|i| batch[*i].body.clone())
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let seqs: HashMap<(String, String), i64> = inserted
+            .into_iter()
+            .map(|(seq, source, id)| ((source, id), seq))
+            .collect();
+        let mut stored: Vec<Option<i64>> = vec![None; batch.len()];
+        for i in new {
+            let e = &batch[i];
+            stored[i] = seqs
+                .get(&(source_name(e.source).to_owned(), e.event_id.clone()))
+                .copied();
+        }
+        let calls: Vec<(i64, Timestamp, &CallEvent)> = batch
+            .iter()
+            .zip(&stored)
+            .filter_map(|(e, seq)| Some(((*seq)?, e.received_at, e.call_event.as_ref()?)))
+            .collect();
+        insert_call_events(&mut tx, &calls).await?;
+        for (e, seq) in batch.iter().zip(&stored) {
             let Some(seq) = seq else {
                 out.push(Appended::Duplicate);
                 continue;
             };
-            if let Some(call_event) = &e.call_event {
-                insert_call_event(&mut tx, seq, e.received_at, call_event).await?;
-            }
             if let Some(report) = &e.agent_report {
                 sqlx::query(
                     "INSERT INTO agent_states (agent_id, state, at_ms) VALUES ($1, $2, $3)
@@ -227,7 +280,7 @@ impl Store for PgStore {
                 .await?;
                 agents = true;
             }
-            out.push(Appended::Stored { seq });
+            out.push(Appended::Stored { seq: *seq });
         }
         if agents {
             notify(&mut tx, AGENTS_CHANNEL, "").await?;
@@ -766,8 +819,10 @@ impl Store for PgStore {
         rows: &[(i64, Timestamp, CallEvent)],
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        for (seq, received_at, event) in rows {
-            insert_call_event(&mut tx, *seq, *received_at, event).await?;
+        let rows: Vec<(i64, Timestamp, &CallEvent)> =
+            rows.iter().map(|(seq, at, e)| (*seq, *at, e)).collect();
+        for chunk in rows.chunks(CALL_EVENT_CHUNK) {
+            insert_call_events(&mut tx, chunk).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -871,29 +926,44 @@ impl Store for PgStore {
     }
 }
 
-async fn insert_call_event(
+/// Inserts decoded call events: (log seq, when it arrived, the event), in one statement.
+async fn insert_call_events(
     tx: &mut sqlx::Transaction<'_, Postgres>,
-    seq: i64,
-    received_at: Timestamp,
-    event: &CallEvent,
+    rows: &[(i64, Timestamp, &CallEvent)],
 ) -> Result<(), StoreError> {
-    let (call_id, room_sid, room_name) = event_index(event);
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let (mut seqs, mut calls, mut sids, mut names) = (vec![], vec![], vec![], vec![]);
+    let (mut ats, mut received, mut types, mut bodies) = (vec![], vec![], vec![], vec![]);
+    for (seq, arrived, event) in rows {
+        let (call_id, room_sid, room_name) = event_index(event);
+        seqs.push(*seq);
+        calls.push(call_id);
+        sids.push(room_sid);
+        names.push(room_name);
+        ats.push(event.at.millis());
+        received.push(arrived.millis());
+        types.push(event.body.type_name());
+        bodies.push(encode_json(*event)?);
+    }
     sqlx::query(
         "INSERT INTO call_events
              (seq, call_id, room_sid, room_name, at_ms, received_at_ms, event_type, body)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[],
+                              $6::bigint[], $7::text[], $8::text[])
          ON CONFLICT (seq, at_ms) DO UPDATE SET call_id = excluded.call_id,
              room_sid = excluded.room_sid, room_name = excluded.room_name,
              event_type = excluded.event_type, body = excluded.body",
     )
-    .bind(seq)
-    .bind(call_id)
-    .bind(room_sid)
-    .bind(room_name)
-    .bind(event.at.millis())
-    .bind(received_at.millis())
-    .bind(event.body.type_name())
-    .bind(encode_json(event)?)
+    .bind(&seqs)
+    .bind(&calls)
+    .bind(&sids)
+    .bind(&names)
+    .bind(&ats)
+    .bind(&received)
+    .bind(&types)
+    .bind(&bodies)
     .execute(&mut **tx)
     .await?;
     Ok(())
