@@ -70,9 +70,18 @@ pub async fn start(db_url: &str) -> Running {
 }
 
 pub async fn start_with_config(db_url: &str, config: Option<&std::path::Path>) -> Running {
+    start_with_args(db_url, config, &[]).await
+}
+
+/// A server with the test settings and `extra` flags after them.
+pub async fn start_with_args(
+    db_url: &str,
+    config: Option<&std::path::Path>,
+    extra: &[&str],
+) -> Running {
     let keys = format!("{KEY}:{SECRET},{KEY2}:{SECRET2}");
     let max_body = MAX_BODY.to_string();
-    let cli = Cli::try_parse_from([
+    let mut argv = vec![
         "callpulse",
         "serve",
         "--listen",
@@ -87,8 +96,9 @@ pub async fn start_with_config(db_url: &str, config: Option<&std::path::Path>) -
         EVENTS_TOKEN,
         "--max-body-bytes",
         &max_body,
-    ])
-    .expect("test arguments parse");
+    ];
+    argv.extend_from_slice(extra);
+    let cli = Cli::try_parse_from(argv).expect("test arguments parse");
     let Command::Serve(mut args) = cli.command else {
         unreachable!("serve was given")
     };

@@ -304,3 +304,57 @@ async fn application_events_alone_make_no_cdr() {
         "the event is kept in the log"
     );
 }
+
+/// Past the ingest queue a webhook is refused at once with 503 and `Retry-After` (LiveKit
+/// retries), and every webhook answered 200 is in the log.
+#[tokio::test]
+async fn an_overloaded_server_answers_503_at_once_and_keeps_what_it_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("o.db").display());
+    let running = crate::helpers::start_with_args(
+        &db,
+        None,
+        &["--ingest-queue", "1", "--ingest-max-batch", "1"],
+    )
+    .await;
+    let base = format!("http://{}", running.addr);
+    let client = reqwest::Client::new();
+    let bodies: Vec<Vec<u8>> = (0..60)
+        .map(|i| {
+            let mut v: serde_json::Value = serde_json::from_slice(&fixture("01")).unwrap();
+            v["id"] = format!("EV_load_{i}").into();
+            serde_json::to_vec(&v).unwrap()
+        })
+        .collect();
+    let responses = futures::future::join_all(bodies.iter().map(|body| {
+        client
+            .post(format!("{base}/webhooks/livekit"))
+            .header("Content-Type", "application/webhook+json")
+            .header("Authorization", crate::helpers::sign(body))
+            .body(body.clone())
+            .send()
+    }))
+    .await;
+    let (mut stored, mut refused) = (0, 0);
+    for r in responses {
+        let r = r.unwrap();
+        match r.status().as_u16() {
+            200 => stored += 1,
+            503 => {
+                assert_eq!(r.headers()["retry-after"], "1");
+                let body: serde_json::Value = r.json().await.unwrap();
+                assert_eq!(body["error"], "overloaded", "{body}");
+                refused += 1;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(refused > 0, "60 at once overflow a queue of one");
+    assert!(stored > 0);
+    assert_eq!(
+        running.state.store.event_count().await.unwrap(),
+        stored as i64
+    );
+    running.shutdown.cancel();
+    running.join().await;
+}
