@@ -11,6 +11,18 @@ use cdr::answered_after;
 #[path = "support/postgres.rs"]
 mod postgres;
 
+/// Every full-combination rollup row the store holds.
+async fn every_rollup_row(store: &dyn store::Store) -> Vec<store::RollupRow> {
+    store
+        .rollup_rows(
+            Timestamp(0),
+            Timestamp(i64::MAX / 2),
+            &MetricFilter::default(),
+        )
+        .await
+        .unwrap()
+}
+
 /// What keeps a backend's database alive while a test runs.
 #[allow(dead_code)]
 enum Keep {
@@ -55,14 +67,7 @@ async fn rewrite_after_a_threshold_change_subtracts_the_stored_contribution() {
             .upsert_cdrs(&[later.clone()], Timestamp(0))
             .await
             .unwrap();
-        let rows = reopened
-            .rollup_rows(
-                Timestamp(0),
-                Timestamp(i64::MAX / 2),
-                &MetricFilter::default(),
-            )
-            .await
-            .unwrap();
+        let rows = every_rollup_row(reopened.as_ref()).await;
         assert_eq!(rows.len(), 1, "{backend}");
         assert_eq!(rows[0].tally, tally_cdrs([&later], &lenient), "{backend}");
         assert_eq!(rows[0].tally.answered_within_threshold, 1, "{backend}");
@@ -209,14 +214,7 @@ async fn the_last_version_of_a_call_in_one_batch_wins_and_counts_once() {
             .await
             .unwrap();
         assert_eq!(store.get_cdr("SCL_sl").await.unwrap(), Some(second.clone()));
-        let rows = store
-            .rollup_rows(
-                Timestamp(0),
-                Timestamp(i64::MAX / 2),
-                &MetricFilter::default(),
-            )
-            .await
-            .unwrap();
+        let rows = every_rollup_row(store.as_ref()).await;
         assert_eq!(rows.len(), 1, "{backend}");
         assert_eq!(rows[0].trunk_id.as_deref(), Some("ST_b"));
         assert_eq!(rows[0].tally, tally_cdrs([&second], &params));

@@ -341,9 +341,22 @@ pub trait Store: Send + Sync + 'static {
             return Ok(out);
         }
         let related = self.room_events(&wanted).await?;
+        // Indexed by sid, and by name for events without a sid, so each call looks only at its
+        // room's events however many rooms the batch holds.
+        let mut by_sid: HashMap<&str, Vec<&IndexedEvent>> = HashMap::new();
+        let mut by_name: HashMap<&str, Vec<&IndexedEvent>> = HashMap::new();
+        for e in &related {
+            match (&e.room_sid, &e.room_name) {
+                (Some(sid), _) => by_sid.entry(sid).or_default().push(e),
+                (None, Some(name)) => by_name.entry(name).or_default().push(e),
+                (None, None) => {}
+            }
+        }
         for (id, room) in &rooms {
             let events = out.get_mut(id).expect("every room is of a call asked for");
-            for e in &related {
+            let of_sid = room.sid.as_deref().and_then(|sid| by_sid.get(sid));
+            let of_name = room.name.as_deref().and_then(|name| by_name.get(name));
+            for e in of_sid.into_iter().chain(of_name).flatten() {
                 if e.call_id.as_deref() != Some(id.as_str()) && room.holds(e) {
                     events.push(e.event.clone());
                 }
