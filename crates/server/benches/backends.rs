@@ -12,9 +12,8 @@ use callpulse_core::Timestamp;
 use callpulse_core::metrics::MetricParams;
 use callpulse_server::metrics::{self, MetricsQuery};
 use callpulse_server::store::{self, MetricFilter, Store};
-use common::{generate, joined, median, post_webhook, start_server};
+use common::{Databases, generate, joined, median, post_webhook, start_server};
 use rand::SeedableRng;
-use sqlx::Connection;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,50 +42,6 @@ fn args() -> Args {
         }
     }
     a
-}
-
-/// A database of each backend, and how to drop the PostgreSQL one.
-struct Databases {
-    sqlite: String,
-    postgres: String,
-    admin: String,
-    pg_name: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Databases {
-    async fn create(tag: &str) -> Databases {
-        let admin = std::env::var("CALLPULSE_BENCH_POSTGRES")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let pg_name = format!("callpulse_bench_{tag}_{:08x}", rand::random::<u32>());
-        let mut conn = sqlx::PgConnection::connect(&admin)
-            .await
-            .expect("PostgreSQL is reachable");
-        sqlx::query(&format!("CREATE DATABASE {pg_name}"))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        let cut = admin.rfind('/').unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        Databases {
-            sqlite: format!("sqlite://{}", dir.path().join("bench.db").display()),
-            postgres: format!("{}/{pg_name}", &admin[..cut]),
-            admin,
-            pg_name,
-            _dir: dir,
-        }
-    }
-
-    async fn drop(self) {
-        let mut conn = sqlx::PgConnection::connect(&self.admin).await.unwrap();
-        sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.pg_name
-        ))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    }
 }
 
 /// Webhooks/s through the real server, and CDRs/s until the pipeline has built them all.

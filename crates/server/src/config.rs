@@ -214,6 +214,10 @@ pub struct ServeArgs {
     /// Demo: days of past calls written into an empty database at start (0: none).
     #[arg(long, env = "CALLPULSE_DEMO_HISTORY_DAYS", default_value_t = 14)]
     pub demo_history_days: u32,
+    /// Benchmark ceiling: answer `POST /webhooks/livekit` after reading the body, verifying and
+    /// storing nothing (no database is opened). For `cargo bench --bench ingest` only.
+    #[arg(long, hide = true)]
+    pub bench_noop: bool,
     /// The configuration file, for its structured sections (`[alerts]`); set by `main`.
     #[arg(skip)]
     pub config_file: Option<PathBuf>,

@@ -55,9 +55,29 @@ async fn shutdown_signal(token: CancellationToken) {
 }
 
 async fn serve(args: callpulse_server::config::ServeArgs) -> anyhow::Result<()> {
+    if args.bench_noop {
+        return serve_noop(&args).await;
+    }
     let running = app::start(args).await?;
     tokio::spawn(shutdown_signal(running.shutdown.clone()));
     running.join().await;
+    Ok(())
+}
+
+/// The ingest benchmark's ceiling: the same binary and HTTP stack, no verification, no storage.
+async fn serve_noop(args: &callpulse_server::config::ServeArgs) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    tracing::warn!(listen = %args.listen, "--bench-noop: webhooks are neither verified nor stored");
+    let stop = CancellationToken::new();
+    tokio::spawn(shutdown_signal(stop.clone()));
+    axum::serve(
+        listener,
+        callpulse_server::http::noop_router(args.max_body_bytes),
+    )
+    .with_graceful_shutdown(stop.cancelled_owned())
+    .await?;
     Ok(())
 }
 

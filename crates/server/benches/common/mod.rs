@@ -8,6 +8,7 @@ use callpulse_server::simulate::wire::{self, Participant, Room};
 use callpulse_server::simulate::{random_call, script_cdrs};
 use livekit_protocol::participant_info::Kind;
 use rand::{Rng, SeedableRng};
+use sqlx::Connection;
 use std::collections::HashMap;
 
 pub const DAY_MS: i64 = 86_400_000;
@@ -178,4 +179,48 @@ pub async fn post_webhook(client: &reqwest::Client, base: &str, body: Vec<u8>) {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+}
+
+/// A database of each backend, and how to drop the PostgreSQL one.
+pub struct Databases {
+    pub sqlite: String,
+    pub postgres: String,
+    admin: String,
+    pg_name: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Databases {
+    pub async fn create(tag: &str) -> Databases {
+        let admin = std::env::var("CALLPULSE_BENCH_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let pg_name = format!("callpulse_bench_{tag}_{:08x}", rand::random::<u32>());
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .expect("PostgreSQL is reachable");
+        sqlx::query(&format!("CREATE DATABASE {pg_name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let cut = admin.rfind('/').unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        Databases {
+            sqlite: format!("sqlite://{}", dir.path().join("bench.db").display()),
+            postgres: format!("{}/{pg_name}", &admin[..cut]),
+            admin,
+            pg_name,
+            _dir: dir,
+        }
+    }
+
+    pub async fn drop(self) {
+        let mut conn = sqlx::PgConnection::connect(&self.admin).await.unwrap();
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.pg_name
+        ))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
 }

@@ -132,6 +132,26 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The ingest benchmark's ceiling (`serve --bench-noop`): the webhook route reads the body as
+/// the real one does and answers the same shape, verifying and storing nothing.
+pub fn noop_router(max_body_bytes: usize) -> Router {
+    async fn accept(
+        axum::extract::State(limit): axum::extract::State<usize>,
+        headers: HeaderMap,
+        body: Body,
+    ) -> Result<axum::Json<serde_json::Value>, ApiError> {
+        let body = read_body(&headers, body, limit).await?;
+        Ok(axum::Json(
+            serde_json::json!({"status": "stored", "bytes": body.len()}),
+        ))
+    }
+    Router::new()
+        .route("/webhooks/livekit", post(accept))
+        .route("/healthz", get(healthz))
+        .layer(DefaultBodyLimit::disable())
+        .with_state(max_body_bytes)
+}
+
 /// The Prometheus listener's routes: `/metrics` only.
 pub fn metrics_router(state: AppState, max_trunks: usize) -> Router {
     Router::new()

@@ -15,7 +15,7 @@ use callpulse_core::metrics::{MetricParams, Tally};
 use callpulse_core::{CallEvent, Cdr, Source, Timestamp};
 use callpulse_core::{Direction, Outcome};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqlitePool};
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
@@ -35,7 +35,33 @@ pub struct SqliteStore {
     cache: std::sync::RwLock<SliceCache>,
     /// At least the latest call start stored (only ever raised, so never below it).
     latest_start: std::sync::atomic::AtomicI64,
+    /// Stops the WAL checkpointer when the store is dropped.
+    _checkpointer: tokio_util::sync::DropGuard,
 }
+
+/// Whether a write transaction's commit must be on disk before it returns.
+#[derive(Debug, Clone, Copy)]
+enum Durability {
+    /// Acknowledged input and alert notices: fsync at commit.
+    Durable,
+    /// Rows the log can rebuild (CDRs, rollups, cursors). WAL commits are ordered, so a crash
+    /// loses only a suffix of them, never one that precedes a durable commit, and the next durable
+    /// commit's fsync carries them to disk too.
+    Derived,
+}
+
+impl Durability {
+    fn pragma(self) -> &'static str {
+        match self {
+            Durability::Durable => "PRAGMA synchronous = FULL",
+            Durability::Derived => "PRAGMA synchronous = NORMAL",
+        }
+    }
+}
+
+/// How often the WAL is checkpointed, from a connection of its own: commits never stop to copy
+/// the WAL back into the database (autocheckpoint is off).
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 /// Cached slice tallies by (slice, level, bucket start), then by (direction, value).
 type SliceCache = HashMap<(Slice, Level, i64), HashMap<(Direction, String), Tally>>;
@@ -70,7 +96,10 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            // 16 MiB of page cache a connection instead of 2: the pipeline re-reads recent pages.
+            .pragma("cache_size", "-16384")
+            .pragma("wal_autocheckpoint", "0");
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options.clone())
@@ -98,13 +127,26 @@ impl SqliteStore {
         let latest: Option<i64> = sqlx::query_scalar("SELECT MAX(start_ms) FROM cdrs")
             .fetch_one(&pool)
             .await?;
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(checkpoint_wal(pool.clone(), stop.clone()));
         Ok(SqliteStore {
             pool,
             writer,
             params,
             cache: std::sync::RwLock::new(cache),
             latest_start: std::sync::atomic::AtomicI64::new(latest.unwrap_or(i64::MIN)),
+            _checkpointer: stop.drop_guard(),
         })
+    }
+
+    /// The writer connection, set to commit with `durability`.
+    async fn writer(
+        &self,
+        durability: Durability,
+    ) -> Result<sqlx::pool::PoolConnection<Sqlite>, StoreError> {
+        let mut conn = self.writer.acquire().await?;
+        sqlx::query(durability.pragma()).execute(&mut *conn).await?;
+        Ok(conn)
     }
 
     fn cached_rows(
@@ -198,26 +240,38 @@ fn decode_bodies(rows: &[sqlx::sqlite::SqliteRow]) -> Result<Vec<Cdr>, StoreErro
 #[async_trait]
 impl Store for SqliteStore {
     async fn append(&self, batch: &[NewEvent]) -> Result<Vec<Appended>, StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut conn = self.writer(Durability::Durable).await?;
+        let mut tx = conn.begin().await?;
+        // One statement per chunk; RETURNING names the rows that were new.
+        let mut new_seqs: HashMap<(String, String), i64> = HashMap::new();
+        for chunk in batch.chunks(APPEND_CHUNK) {
+            let mut sql = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO event_log (source, event_id, event_type, received_at_ms, body) ",
+            );
+            sql.push_values(chunk, |mut b, e| {
+                b.push_bind(source_name(e.source))
+                    .push_bind(e.event_id.as_str())
+                    .push_bind(e.event_type.as_str())
+                    .push_bind(e.received_at.millis())
+                    .push_bind(e.body.as_slice());
+            });
+            sql.push(" ON CONFLICT (source, event_id) DO NOTHING RETURNING seq, source, event_id");
+            for r in sql.build().fetch_all(&mut *tx).await? {
+                new_seqs.insert((r.get(1), r.get(2)), r.get(0));
+            }
+        }
         let mut out = Vec::with_capacity(batch.len());
+        let mut call_events = Vec::new();
         for e in batch {
-            let seq: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO event_log (source, event_id, event_type, received_at_ms, body)
-                 VALUES (?, ?, ?, ?, ?) ON CONFLICT (source, event_id) DO NOTHING RETURNING seq",
-            )
-            .bind(source_name(e.source))
-            .bind(&e.event_id)
-            .bind(&e.event_type)
-            .bind(e.received_at.millis())
-            .bind(&e.body)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(seq) = seq else {
+            // The first copy of an id in the batch took its row; later copies are duplicates.
+            let Some(seq) =
+                new_seqs.remove(&(source_name(e.source).to_owned(), e.event_id.clone()))
+            else {
                 out.push(Appended::Duplicate);
                 continue;
             };
             if let Some(call_event) = &e.call_event {
-                insert_call_event(&mut tx, seq, call_event).await?;
+                call_events.push((seq, call_event));
             }
             if let Some(report) = &e.agent_report {
                 sqlx::query(
@@ -234,6 +288,7 @@ impl Store for SqliteStore {
             }
             out.push(Appended::Stored { seq });
         }
+        insert_call_events(&mut tx, &call_events).await?;
         tx.commit().await?;
         Ok(out)
     }
@@ -248,7 +303,7 @@ impl Store for SqliteStore {
         .bind(&item.reason)
         .bind(&item.content_type)
         .bind(&item.body)
-        .execute(&self.writer)
+        .execute(&mut *self.writer(Durability::Durable).await?)
         .await?;
         Ok(())
     }
@@ -339,7 +394,8 @@ impl Store for SqliteStore {
 
     async fn upsert_cdrs(&self, cdrs: &[Cdr], now: Timestamp) -> Result<(), StoreError> {
         let unique = latest_versions(cdrs);
-        let mut tx = self.writer.begin().await?;
+        let mut conn = self.writer(Durability::Derived).await?;
+        let mut tx = conn.begin().await?;
         let mut deltas = HashMap::new();
         for chunk in unique.chunks(CDR_CHUNK) {
             let mut select = QueryBuilder::<Sqlite>::new(
@@ -503,7 +559,7 @@ impl Store for SqliteStore {
         )
         .bind(name)
         .bind(value.seq)
-        .execute(&self.writer)
+        .execute(&mut *self.writer(Durability::Derived).await?)
         .await?;
         Ok(())
     }
@@ -575,7 +631,8 @@ impl Store for SqliteStore {
         channels: &[String],
     ) -> Result<i64, StoreError> {
         let notice = t.notice.to_string();
-        let mut tx = self.writer.begin().await?;
+        let mut conn = self.writer(Durability::Durable).await?;
+        let mut tx = conn.begin().await?;
         sqlx::query(
             "INSERT INTO alert_states (rule, key, state, since_ms, notice) VALUES (?, ?, ?, ?, ?)
              ON CONFLICT (rule, key) DO UPDATE
@@ -642,7 +699,7 @@ impl Store for SqliteStore {
         )
         .bind(now.millis())
         .bind(id)
-        .execute(&self.writer)
+        .execute(&mut *self.writer(Durability::Durable).await?)
         .await?;
         Ok(())
     }
@@ -660,7 +717,7 @@ impl Store for SqliteStore {
         .bind(next.millis())
         .bind(error)
         .bind(id)
-        .execute(&self.writer)
+        .execute(&mut *self.writer(Durability::Durable).await?)
         .await?;
         Ok(())
     }
@@ -708,7 +765,8 @@ impl Store for SqliteStore {
     }
 
     async fn reset_derived(&self) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut conn = self.writer(Durability::Derived).await?;
+        let mut tx = conn.begin().await?;
         for table in ["call_events", "cdrs", "cursors", "rollups", "rollup_slices"] {
             sqlx::query(&format!("DELETE FROM {table}"))
                 .execute(&mut *tx)
@@ -728,10 +786,10 @@ impl Store for SqliteStore {
         &self,
         rows: &[(i64, Timestamp, CallEvent)],
     ) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await?;
-        for (seq, _, event) in rows {
-            insert_call_event(&mut tx, *seq, event).await?;
-        }
+        let rows: Vec<(i64, &CallEvent)> = rows.iter().map(|(seq, _, e)| (*seq, e)).collect();
+        let mut conn = self.writer(Durability::Derived).await?;
+        let mut tx = conn.begin().await?;
+        insert_call_events(&mut tx, &rows).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -763,25 +821,49 @@ impl Store for SqliteStore {
     }
 }
 
-async fn insert_call_event(
+/// Checkpoints the WAL every [`CHECKPOINT_EVERY`] until `stop`. PASSIVE: it copies what no
+/// reader still needs and never waits for, or blocks, the writer.
+async fn checkpoint_wal(pool: SqlitePool, stop: tokio_util::sync::CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(CHECKPOINT_EVERY) => {}
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
+    }
+}
+
+/// Indexes call events under their log rows, a chunk per statement.
+async fn insert_call_events(
     tx: &mut sqlx::Transaction<'_, Sqlite>,
-    seq: i64,
-    event: &CallEvent,
+    rows: &[(i64, &CallEvent)],
 ) -> Result<(), StoreError> {
-    let (call_id, room_sid, room_name) = event_index(event);
-    sqlx::query(
-        "INSERT OR REPLACE INTO call_events (seq, call_id, room_sid, room_name, at_ms, event_type, body)
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(seq)
-    .bind(call_id)
-    .bind(room_sid)
-    .bind(room_name)
-    .bind(event.at.millis())
-    .bind(event.body.type_name())
-    .bind(encode_json(event)?)
-    .execute(&mut **tx)
-    .await?;
+    let mut encoded = Vec::with_capacity(rows.len());
+    for (seq, event) in rows {
+        encoded.push((*seq, *event, encode_json(event)?));
+    }
+    for chunk in encoded.chunks(APPEND_CHUNK) {
+        let mut sql = QueryBuilder::<Sqlite>::new(
+            "INSERT OR REPLACE INTO call_events
+                (seq, call_id, room_sid, room_name, at_ms, event_type, body) ",
+        );
+        sql.push_values(chunk, |mut b, (seq, event, body)| {
+            let (call_id, room_sid, room_name) = event_index(event);
+            b.push_bind(*seq)
+                .push_bind(call_id)
+                .push_bind(room_sid)
+                .push_bind(room_name)
+                .push_bind(event.at.millis())
+                .push_bind(event.body.type_name())
+                .push_bind(body.as_str());
+        });
+        sql.build().execute(&mut **tx).await?;
+    }
     Ok(())
 }
 
@@ -804,6 +886,9 @@ fn push_in(sql: &mut QueryBuilder<'_, Sqlite>, column: &str, values: &[String]) 
 const DELTA_CHUNK: usize = 300;
 /// CDRs written per statement (18 values each, under SQLite's variable limit).
 const CDR_CHUNK: usize = 50;
+/// Log rows (5 values) or call events (7) written per statement: 7,000 values, under SQLite's
+/// limit of 32,766.
+const APPEND_CHUNK: usize = 1000;
 
 const COMBO_COLUMNS: &str = "bucket_ms, direction, trunk_id, agent_id, queue";
 const SLICE_COLUMNS: &str = "slice, level, bucket_ms, direction, value";

@@ -200,16 +200,20 @@ async fn stored_events_survive_a_restart_and_the_pipeline_resumes() {
         .await
         .unwrap();
     assert_eq!(stats["events_in_log"], 2);
-    let cdr: serde_json::Value = reqwest::get(format!(
-        "http://{}/api/v1/cdrs/SCL_8piqEvbFWiyq",
-        again.addr
-    ))
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    assert_eq!(cdr["cdr"]["outcome"], "busy");
+    // The restarted pipeline builds the CDR from the log (asynchronously, so it is polled).
+    let url = format!("http://{}/api/v1/cdrs/SCL_8piqEvbFWiyq", again.addr);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let cdr: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+        if cdr["cdr"]["outcome"] == "busy" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the restarted pipeline never built the CDR: {cdr}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// A leg's CDR depends on its room's other SIP legs (their tracks are not answers), so their
