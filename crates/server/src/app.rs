@@ -67,6 +67,25 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
             "no CALLPULSE_EVENTS_TOKEN set: POST /api/v1/events will refuse every request"
         );
     }
+    let read_access = http::auth::ReadAccess::new(&args.api_tokens, args.secure_cookie)
+        .context("checking --api-token")?;
+    let exposed: Vec<SocketAddr> = std::iter::once(args.listen)
+        .chain(args.metrics_addr.0)
+        .filter(|a| !a.ip().is_loopback())
+        .collect();
+    if read_access.is_open() && !exposed.is_empty() {
+        if !args.insecure_no_auth {
+            bail!(
+                "refusing to serve call records on {} without an API token: anyone who can reach                  it could read them. Set CALLPULSE_API_TOKENS (or --api-token), listen on                  127.0.0.1, or pass --insecure-no-auth",
+                exposed
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            );
+        }
+        tracing::warn!("--insecure-no-auth: anyone who can reach this server reads every call");
+    }
     let params = args.cdr.build_params()?;
     let retention = args.retention.policy()?;
     let metric_settings = args.metrics.settings();
@@ -101,6 +120,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         max_body_bytes: args.max_body_bytes,
         metrics: Arc::new(metric_settings),
         live,
+        read_access,
     };
     let mut tasks = vec![tokio::spawn(pipeline::run(
         store,

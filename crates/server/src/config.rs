@@ -214,6 +214,21 @@ pub struct ServeArgs {
     /// Demo: days of past calls written into an empty database at start (0: none).
     #[arg(long, env = "CALLPULSE_DEMO_HISTORY_DAYS", default_value_t = 14)]
     pub demo_history_days: u32,
+    /// API tokens that may read the API, the live socket, the dashboard and `/metrics`
+    /// (comma-separated; several allow rotation). Needed unless every listener is on loopback.
+    #[arg(
+        long = "api-token",
+        env = "CALLPULSE_API_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_tokens: Vec<String>,
+    /// Serve on a non-loopback address without API tokens: anyone who reaches it reads every call.
+    #[arg(long, env = "CALLPULSE_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+    /// Mark the dashboard's session cookie `Secure` (when users reach callpulse over HTTPS).
+    #[arg(long, env = "CALLPULSE_SECURE_COOKIE")]
+    pub secure_cookie: bool,
     /// Benchmark ceiling: answer `POST /webhooks/livekit` after reading the body, verifying and
     /// storing nothing (no database is opened). For `cargo bench --bench ingest` only.
     #[arg(long, hide = true)]

@@ -12,7 +12,7 @@ const ICON: &str = "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 16 1
 <polyline points=\"1,9 5,9 7,3 9,13 11,7 15,7\" fill=\"none\" stroke=\"#4fa3ff\" stroke-width=\"1.6\"/></svg>";
 
 /// Scripts, styles, images and sockets from this origin only; nothing inline.
-const CSP: &str = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self'; \
+pub(super) const CSP: &str = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self'; \
                    style-src 'self'; script-src 'self'; frame-ancestors 'none'";
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -28,8 +28,17 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-pub async fn index() -> Response {
-    asset("text/html; charset=utf-8", INDEX)
+/// The log-out button, shown only when reading needs a token.
+const LOGOUT: &str = r#"<form method="post" action="/logout" class="logout"><button type="submit">Log out</button></form>"#;
+
+pub async fn index(axum::extract::State(state): axum::extract::State<super::AppState>) -> Response {
+    if state.read_access.is_open() {
+        let mut page = asset("text/html; charset=utf-8", "");
+        *page.body_mut() = INDEX.replace(LOGOUT, "").into();
+        page
+    } else {
+        asset("text/html; charset=utf-8", INDEX)
+    }
 }
 
 pub async fn app_js() -> Response {
@@ -42,4 +51,12 @@ pub async fn style_css() -> Response {
 
 pub async fn icon() -> Response {
     asset("image/svg+xml", ICON)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_page_holds_the_log_out_form_it_hides_when_reading_is_open() {
+        assert_eq!(super::INDEX.matches(super::LOGOUT).count(), 1);
+    }
 }

@@ -10,6 +10,8 @@ use serde_json::json;
 pub enum ApiError {
     #[error("{detail}")]
     Unauthorized { code: &'static str, detail: String },
+    #[error("{detail}")]
+    Forbidden { code: &'static str, detail: String },
     #[error("body larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("unsupported content type `{0}`")]
@@ -54,6 +56,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = match &self {
             ApiError::Unauthorized { code, .. } => (StatusCode::UNAUTHORIZED, *code),
+            ApiError::Forbidden { code, .. } => (StatusCode::FORBIDDEN, *code),
             ApiError::PayloadTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
             }

@@ -2,6 +2,7 @@
 //! Only this module knows the JSON shapes of the API.
 
 mod alerts;
+pub mod auth;
 mod cdrs;
 mod charts;
 mod dashboard;
@@ -99,6 +100,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub metrics: Arc<MetricSettings>,
     pub live: Arc<crate::live::LiveHub>,
+    /// Who may read the API, the live socket, the dashboard and `/metrics`.
+    pub read_access: auth::ReadAccess,
 }
 
 /// How metrics are computed and judged.
@@ -111,13 +114,9 @@ pub struct MetricSettings {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    // Reading needs an API token (unless none is configured); see `auth`.
+    let read = Router::new()
         .route("/", get(dashboard::index))
-        .route("/assets/app.js", get(dashboard::app_js))
-        .route("/assets/style.css", get(dashboard::style_css))
-        .route("/favicon.svg", get(dashboard::icon))
-        .route("/webhooks/livekit", post(webhooks::receive_livekit_webhook))
-        .route("/api/v1/events", post(events::receive_app_events))
         .route("/api/v1/cdrs", get(cdrs::list_cdrs))
         .route("/api/v1/cdrs/{call_id}", get(cdrs::get_cdr))
         .route("/api/v1/metrics", get(metrics::get_metrics))
@@ -127,7 +126,21 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/charts/{file}", get(charts::get_chart))
         .route("/api/v1/live", get(live::get_live))
         .route("/api/v1/live/ws", get(live::live_socket))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_reader,
+        ));
+    // Webhooks and application events carry their own credentials; the rest is public.
+    Router::new()
+        .route("/assets/app.js", get(dashboard::app_js))
+        .route("/assets/style.css", get(dashboard::style_css))
+        .route("/favicon.svg", get(dashboard::icon))
+        .route("/login", get(auth::login_form).post(auth::login))
+        .route("/logout", post(auth::logout))
+        .route("/webhooks/livekit", post(webhooks::receive_livekit_webhook))
+        .route("/api/v1/events", post(events::receive_app_events))
         .route("/healthz", get(healthz))
+        .merge(read)
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }
@@ -172,6 +185,10 @@ pub fn metrics_router(state: AppState, max_trunks: usize) -> Router {
                 },
             ),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_reader,
+        ))
         .with_state(state)
 }
 

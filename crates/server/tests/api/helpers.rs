@@ -79,6 +79,13 @@ pub async fn start_with_args(
     config: Option<&std::path::Path>,
     extra: &[&str],
 ) -> Running {
+    let mut args = serve_args(db_url, extra);
+    args.config_file = config.map(std::path::Path::to_path_buf);
+    app::start(args).await.expect("server starts")
+}
+
+/// The test settings with `extra` flags after them.
+pub fn serve_args(db_url: &str, extra: &[&str]) -> callpulse_server::config::ServeArgs {
     let keys = format!("{KEY}:{SECRET},{KEY2}:{SECRET2}");
     let max_body = MAX_BODY.to_string();
     let mut argv = vec![
@@ -99,11 +106,10 @@ pub async fn start_with_args(
     ];
     argv.extend_from_slice(extra);
     let cli = Cli::try_parse_from(argv).expect("test arguments parse");
-    let Command::Serve(mut args) = cli.command else {
+    let Command::Serve(args) = cli.command else {
         unreachable!("serve was given")
     };
-    args.config_file = config.map(std::path::Path::to_path_buf);
-    app::start(args).await.expect("server starts")
+    args
 }
 
 pub use crate::inputs::fixture;

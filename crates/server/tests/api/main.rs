@@ -2,6 +2,7 @@
 //! database).
 
 mod alerts;
+mod auth;
 mod cdrs;
 mod demo;
 mod events;

@@ -77,6 +77,10 @@ function timeOf(iso, withDate) {
 
 async function getJson(path) {
   const r = await fetch(path, { headers: { Accept: "application/json" } });
+  if (r.status === 401) {
+    // The session cookie is missing or no longer valid.
+    location.assign("/login");
+  }
   if (!r.ok) throw new Error(path + ": " + r.status);
   return r.json();
 }
