@@ -362,3 +362,41 @@ async fn an_overloaded_server_answers_503_at_once_and_keeps_what_it_acknowledged
     running.shutdown.cancel();
     running.join().await;
 }
+
+/// JSON nested far deeper than any real payload (the decoder stops at 128 levels) is refused with
+/// 400, kept when authentic, and leaves the server serving.
+#[tokio::test]
+async fn deeply_nested_json_is_refused_without_harm() {
+    let app = spawn_app().await;
+    let depth = 25_000;
+    let nested = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+    for body in [
+        nested.clone(),
+        format!("{{\"event\":\"room_started\",\"id\":\"EV_deep\",\"x\":{nested}}}"),
+    ] {
+        let body = body.into_bytes();
+        let auth = sign(&body);
+        let (status, json) = error_body(
+            app.post_webhook_raw(body, Some(auth), "application/webhook+json")
+                .await,
+        )
+        .await;
+        assert_eq!(status, 400, "{json}");
+        assert_eq!(json["error"], "unparseable_webhook");
+    }
+    let events = app
+        .client
+        .post(format!("{}/api/v1/events", app.base))
+        .bearer_auth(EVENTS_TOKEN)
+        .header("Content-Type", "application/json")
+        .body(nested)
+        .send()
+        .await
+        .unwrap();
+    let (status, json) = error_body(events).await;
+    assert_eq!(status, 400, "{json}");
+    // All three came with valid credentials, so all three are kept for inspection.
+    let stats = app.ingest_stats().await;
+    assert_eq!(stats["quarantined_in_store"], 3);
+    assert_eq!(app.post_webhook(&fixture("01")).await.status(), 200);
+}
