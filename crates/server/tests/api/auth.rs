@@ -159,21 +159,19 @@ async fn the_dashboard_logs_in_once_and_keeps_the_token_in_a_strict_http_only_co
 
     // The live socket: with the cookie from this origin, yes; from another origin, no.
     let ws = format!("{}/api/v1/live/ws", app.base.replace("http://", "ws://"));
-    let mut request = ws.as_str().into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert(COOKIE, session.parse().unwrap());
-    request
-        .headers_mut()
-        .insert("origin", app.base.parse().unwrap());
-    assert!(tokio_tungstenite::connect_async(request).await.is_ok());
-    let mut request = ws.as_str().into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert(COOKIE, session.parse().unwrap());
-    request
-        .headers_mut()
-        .insert("origin", "http://evil.example".parse().unwrap());
+    let handshake = |origin: &str| {
+        let mut request = ws.as_str().into_client_request().unwrap();
+        let headers = request.headers_mut();
+        headers.insert(COOKIE, session.parse().unwrap());
+        headers.insert("origin", origin.parse().unwrap());
+        request
+    };
+    assert!(
+        tokio_tungstenite::connect_async(handshake(&app.base))
+            .await
+            .is_ok()
+    );
+    let request = handshake("http://evil.example");
     match tokio_tungstenite::connect_async(request).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
         other => panic!("a cross-origin socket must be refused: {other:?}"),
