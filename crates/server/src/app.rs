@@ -86,6 +86,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         }
         tracing::warn!("--insecure-no-auth: anyone who can reach this server reads every call");
     }
+    let limits = args.limits()?;
     let params = args.cdr.build_params()?;
     let retention = args.retention.policy()?;
     let metric_settings = args.metrics.settings();
@@ -172,26 +173,19 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
             let router = http::metrics_router(state.clone(), args.metrics_max_trunks);
             let stop = shutdown.clone();
             tasks.push(tokio::spawn(async move {
-                let served = axum::serve(listener, router)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await;
-                if let Err(e) = served {
-                    tracing::error!(error = %e, "metrics listener stopped");
-                }
+                http::serve::serve(listener, router, limits, stop).await;
             }));
             Some(bound)
         }
     };
     let router = http::router(state.clone());
     let server_shutdown = shutdown.clone();
-    tasks.push(tokio::spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(server_shutdown.cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "http server stopped");
-        }
-    }));
+    tasks.push(tokio::spawn(http::serve::serve(
+        listener,
+        router,
+        limits,
+        server_shutdown,
+    )));
     if args.demo && args.demo_history_days > 0 && state.store.event_count().await? == 0 {
         let history = simulate::history::History {
             days: args.demo_history_days,

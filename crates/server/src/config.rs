@@ -229,6 +229,19 @@ pub struct ServeArgs {
     /// Mark the dashboard's session cookie `Secure` (when users reach callpulse over HTTPS).
     #[arg(long, env = "CALLPULSE_SECURE_COOKIE")]
     pub secure_cookie: bool,
+    /// Most connections open at once on each listener; more wait to be accepted.
+    #[arg(long, env = "CALLPULSE_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers (slow-loris protection).
+    #[arg(long, env = "CALLPULSE_HEADER_TIMEOUT_SECONDS", default_value_t = 10.0)]
+    pub header_timeout_seconds: f64,
+    /// Seconds from a request's headers to its response, body included; then 408.
+    #[arg(
+        long,
+        env = "CALLPULSE_REQUEST_TIMEOUT_SECONDS",
+        default_value_t = 30.0
+    )]
+    pub request_timeout_seconds: f64,
     /// Benchmark ceiling: answer `POST /webhooks/livekit` after reading the body, verifying and
     /// storing nothing (no database is opened). For `cargo bench --bench ingest` only.
     #[arg(long, hide = true)]
@@ -239,6 +252,25 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// The connection and request limits of every listener.
+    pub fn limits(&self) -> anyhow::Result<crate::http::serve::Limits> {
+        let seconds = |name: &str, s: f64| {
+            if s.is_finite() && s > 0.0 && s < 86_400.0 {
+                Ok(std::time::Duration::from_secs_f64(s))
+            } else {
+                anyhow::bail!("--{name} must be a number of seconds above 0, got {s}")
+            }
+        };
+        if self.max_connections == 0 {
+            anyhow::bail!("--max-connections must be at least 1");
+        }
+        Ok(crate::http::serve::Limits {
+            max_connections: self.max_connections,
+            header_timeout: seconds("header-timeout-seconds", self.header_timeout_seconds)?,
+            request_timeout: seconds("request-timeout-seconds", self.request_timeout_seconds)?,
+        })
+    }
+
     /// The configured `(key, secret)` pairs.
     pub fn livekit_key_pairs(&self) -> anyhow::Result<Vec<(String, String)>> {
         let mut pairs = parse_key_pairs(self.livekit_keys.as_deref().unwrap_or(""))?;

@@ -72,12 +72,8 @@ async fn serve_noop(args: &callpulse_server::config::ServeArgs) -> anyhow::Resul
     tracing::warn!(listen = %args.listen, "--bench-noop: webhooks are neither verified nor stored");
     let stop = CancellationToken::new();
     tokio::spawn(shutdown_signal(stop.clone()));
-    axum::serve(
-        listener,
-        callpulse_server::http::noop_router(args.max_body_bytes),
-    )
-    .with_graceful_shutdown(stop.cancelled_owned())
-    .await?;
+    let router = callpulse_server::http::noop_router(args.max_body_bytes);
+    callpulse_server::http::serve::serve(listener, router, args.limits()?, stop).await;
     Ok(())
 }
 

@@ -24,6 +24,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("internal error: {0}")]
     Internal(#[from] anyhow::Error),
+    #[error("the request was not complete within {} s", .0.as_secs_f64())]
+    RequestTimeout(std::time::Duration),
     #[error("too many requests are waiting to be stored; retry shortly")]
     Overloaded,
 }
@@ -67,6 +69,7 @@ impl IntoResponse for ApiError {
             ApiError::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, *code),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::Internal(e) => {
                 tracing::error!(error = format!("{e:#}"), "request failed");
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")

@@ -11,6 +11,7 @@ mod error;
 mod events;
 mod live;
 mod metrics;
+pub mod serve;
 mod webhooks;
 
 use crate::ingest::livekit::WebhookVerifier;

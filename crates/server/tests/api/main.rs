@@ -11,6 +11,7 @@ mod helpers;
 #[path = "../support/cdr.rs"]
 mod inputs;
 mod instances;
+mod limits;
 mod live;
 mod livekit_sdk;
 mod metrics;
