@@ -5,6 +5,7 @@ use crate::config::ServeArgs;
 use crate::http::{self, AppState, IngestCounters};
 use crate::ingest::livekit::WebhookVerifier;
 use crate::live::LiveHub;
+use crate::privacy::NumberDisplay;
 use crate::{alerting, maintenance, pipeline, simulate, store};
 use anyhow::{Context, bail};
 use rand::Rng;
@@ -87,6 +88,11 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         tracing::warn!("--insecure-no-auth: anyone who can reach this server reads every call");
     }
     let limits = args.limits()?;
+    let numbers = if args.mask_numbers {
+        NumberDisplay::LastFour
+    } else {
+        NumberDisplay::Full
+    };
     let params = args.cdr.build_params()?;
     let retention = args.retention.policy()?;
     let metric_settings = args.metrics.settings();
@@ -100,7 +106,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
 
     let live = Arc::new(
-        LiveHub::load(store.as_ref(), args.live_backlog)
+        LiveHub::load(store.as_ref(), args.live_backlog, numbers)
             .await
             .context("loading the live state")?,
     );
@@ -122,6 +128,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         metrics: Arc::new(metric_settings),
         live,
         read_access,
+        numbers,
     };
     let mut tasks = vec![tokio::spawn(pipeline::run(
         store,

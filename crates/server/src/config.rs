@@ -229,6 +229,9 @@ pub struct ServeArgs {
     /// Mark the dashboard's session cookie `Secure` (when users reach callpulse over HTTPS).
     #[arg(long, env = "CALLPULSE_SECURE_COOKIE")]
     pub secure_cookie: bool,
+    /// Show phone numbers with only their last four digits in the API, exports and dashboard.
+    #[arg(long, env = "CALLPULSE_MASK_NUMBERS")]
+    pub mask_numbers: bool,
     /// Most connections open at once on each listener; more wait to be accepted.
     #[arg(long, env = "CALLPULSE_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,

@@ -13,6 +13,7 @@ pub mod live;
 pub mod maintenance;
 pub mod metrics;
 pub mod pipeline;
+pub mod privacy;
 pub mod prometheus;
 pub mod rebuild;
 pub mod simulate;

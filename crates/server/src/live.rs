@@ -6,6 +6,7 @@
 //! handed a fresh snapshot instead of the backlog.
 
 use crate::http::dto;
+use crate::privacy::NumberDisplay;
 use crate::store::{AgentReport, Change, Store, StoreError};
 use axum::extract::ws::Utf8Bytes;
 use callpulse_core::live::{BoardChange, LiveBoard, RECENT_CALLS};
@@ -36,6 +37,8 @@ struct Inner {
 pub struct LiveHub {
     inner: Mutex<Inner>,
     tx: broadcast::Sender<Arc<Message>>,
+    /// How the board shows phone numbers (masked ones never reach it).
+    numbers: NumberDisplay,
 }
 
 impl LiveHub {
@@ -48,20 +51,28 @@ impl LiveHub {
                 alerts: Vec::new(),
             }),
             tx: broadcast::channel(backlog.max(1)).0,
+            numbers: NumberDisplay::Full,
         }
     }
 
     /// A board loaded from the store: the calls in progress, the last finished calls and the
     /// agents' latest reports.
-    pub async fn load(store: &dyn Store, backlog: usize) -> Result<LiveHub, StoreError> {
+    pub async fn load(
+        store: &dyn Store,
+        backlog: usize,
+        numbers: NumberDisplay,
+    ) -> Result<LiveHub, StoreError> {
         let recent = store.recent_finished(RECENT_CALLS as i64).await?;
         let open = store.open_cdrs().await?;
         let agents = store.agent_states().await?;
-        let hub = LiveHub::new(backlog);
+        let hub = LiveHub {
+            numbers,
+            ..LiveHub::new(backlog)
+        };
         {
             let mut inner = hub.lock();
             for cdr in recent.iter().chain(&open) {
-                inner.board.apply_cdr(cdr);
+                inner.board.apply_cdr(&numbers.cdr(cdr));
             }
             for report in agents {
                 inner
@@ -83,7 +94,7 @@ impl LiveHub {
         let mut inner = self.lock();
         let mut changes = Vec::new();
         for cdr in cdrs {
-            let change = inner.board.apply_cdr(cdr);
+            let change = inner.board.apply_cdr(&self.numbers.cdr(cdr));
             if !change.is_empty() {
                 changes.push(change);
             }

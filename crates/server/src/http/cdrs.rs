@@ -3,6 +3,7 @@
 
 use super::dto::{CSV_HEADER, CdrDto, rfc3339};
 use super::{ApiError, AppState};
+use crate::privacy::NumberDisplay;
 use crate::store::{CdrQuery, Store};
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -140,17 +141,26 @@ pub async fn list_cdrs(
 ) -> Result<Response, ApiError> {
     let (query, format, limit) = parse_query(&params)?;
     if format != Format::Json {
-        return Ok(export(state.store.clone(), query, format, limit));
+        return Ok(export(
+            state.store.clone(),
+            query,
+            format,
+            limit,
+            state.numbers,
+        ));
     }
     let cdrs = state.store.list_cdrs(&query).await?;
     let next_cursor = (cdrs.len() == query.limit as usize)
         .then(|| cdrs.last().map(encode_cursor))
         .flatten();
-    let dtos: Vec<CdrDto> = cdrs.iter().map(CdrDto::from).collect();
+    let dtos: Vec<CdrDto> = cdrs
+        .iter()
+        .map(|c| CdrDto::from(state.numbers.cdr(c).as_ref()))
+        .collect();
     Ok(Json(json!({"cdrs": dtos, "next_cursor": next_cursor})).into_response())
 }
 
-fn render(format: Format, cdrs: &[Cdr], with_header: bool) -> Bytes {
+fn render(format: Format, cdrs: &[Cdr], with_header: bool, numbers: NumberDisplay) -> Bytes {
     match format {
         Format::Csv => {
             let mut writer = csv::Writer::from_writer(Vec::new());
@@ -158,14 +168,14 @@ fn render(format: Format, cdrs: &[Cdr], with_header: bool) -> Bytes {
                 let _ = writer.write_record(CSV_HEADER);
             }
             for cdr in cdrs {
-                let _ = writer.write_record(CdrDto::from(cdr).csv_record());
+                let _ = writer.write_record(CdrDto::from(numbers.cdr(cdr).as_ref()).csv_record());
             }
             Bytes::from(writer.into_inner().unwrap_or_default())
         }
         _ => {
             let mut out = Vec::new();
             for cdr in cdrs {
-                let _ = serde_json::to_writer(&mut out, &CdrDto::from(cdr));
+                let _ = serde_json::to_writer(&mut out, &CdrDto::from(numbers.cdr(cdr).as_ref()));
                 out.push(b'\n');
             }
             Bytes::from(out)
@@ -174,7 +184,13 @@ fn render(format: Format, cdrs: &[Cdr], with_header: bool) -> Bytes {
 }
 
 /// Streams every matching CDR (or `limit` of them) page by page, without holding them all.
-fn export(store: Arc<dyn Store>, query: CdrQuery, format: Format, limit: Option<u32>) -> Response {
+fn export(
+    store: Arc<dyn Store>,
+    query: CdrQuery,
+    format: Format,
+    limit: Option<u32>,
+    numbers: NumberDisplay,
+) -> Response {
     let remaining = limit.map_or(u64::MAX, u64::from);
     let state = (store, query, remaining, true);
     let stream = futures::stream::unfold(Some(state), move |state| async move {
@@ -187,7 +203,7 @@ fn export(store: Arc<dyn Store>, query: CdrQuery, format: Format, limit: Option<
             }
             Ok(page) if page.is_empty() && !first => None,
             Ok(page) => {
-                let chunk = render(format, &page, first);
+                let chunk = render(format, &page, first, numbers);
                 let left = remaining - page.len() as u64;
                 let next = (page.len() == query.limit as usize && left > 0).then(|| {
                     let last = page.last().expect("a full page has a last row");
@@ -223,6 +239,7 @@ pub async fn get_cdr(
         .iter()
         .map(|entry| {
             let mut detail = serde_json::to_value(&entry.event.body).unwrap_or(Value::Null);
+            state.numbers.json(&mut detail);
             if let Some(map) = detail.as_object_mut() {
                 map.remove("type");
             }
@@ -237,5 +254,7 @@ pub async fn get_cdr(
             })
         })
         .collect();
-    Ok(Json(json!({"cdr": CdrDto::from(&cdr), "events": events})))
+    Ok(Json(
+        json!({"cdr": CdrDto::from(state.numbers.cdr(&cdr).as_ref()), "events": events}),
+    ))
 }

@@ -103,6 +103,8 @@ pub struct AppState {
     pub live: Arc<crate::live::LiveHub>,
     /// Who may read the API, the live socket, the dashboard and `/metrics`.
     pub read_access: auth::ReadAccess,
+    /// How phone numbers are shown.
+    pub numbers: crate::privacy::NumberDisplay,
 }
 
 /// How metrics are computed and judged.

@@ -17,6 +17,7 @@ mod livekit_sdk;
 mod metrics;
 #[path = "../support/postgres.rs"]
 mod pg;
+mod privacy;
 mod prometheus;
 mod rebuild;
 mod webhooks;
