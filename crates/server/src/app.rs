@@ -88,6 +88,12 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         tracing::warn!("--insecure-no-auth: anyone who can reach this server reads every call");
     }
     let limits = args.limits()?;
+    let hasher = if args.hash_numbers {
+        let key = args.number_hash_key.as_deref().unwrap_or_default();
+        Some(crate::privacy::NumberHasher::new(key)?)
+    } else {
+        None
+    };
     let numbers = if args.mask_numbers {
         NumberDisplay::LastFour
     } else {
@@ -129,6 +135,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         live,
         read_access,
         numbers,
+        hasher,
     };
     let mut tasks = vec![tokio::spawn(pipeline::run(
         store,

@@ -232,6 +232,12 @@ pub struct ServeArgs {
     /// Show phone numbers with only their last four digits in the API, exports and dashboard.
     #[arg(long, env = "CALLPULSE_MASK_NUMBERS")]
     pub mask_numbers: bool,
+    /// Store a keyed hash instead of each phone number (key: `--number-hash-key`).
+    #[arg(long, env = "CALLPULSE_HASH_NUMBERS")]
+    pub hash_numbers: bool,
+    /// The secret key of `--hash-numbers` (at least 16 characters; keep it to keep tokens stable).
+    #[arg(long, env = "CALLPULSE_NUMBER_HASH_KEY", hide_env_values = true)]
+    pub number_hash_key: Option<String>,
     /// Most connections open at once on each listener; more wait to be accepted.
     #[arg(long, env = "CALLPULSE_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,

@@ -48,7 +48,7 @@ pub async fn receive_app_events(
         });
     }
     let received_at = now();
-    let body = read_body(&headers, body, state.max_body_bytes).await?;
+    let body = state.body_to_store(read_body(&headers, body, state.max_body_bytes).await?);
     let parsed = serde_json::from_slice::<Value>(&body)
         .map_err(|e| ApiError::bad_request("invalid_json", format!("body is not JSON: {e}")))
         .and_then(|value| {

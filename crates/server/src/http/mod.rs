@@ -105,6 +105,18 @@ pub struct AppState {
     pub read_access: auth::ReadAccess,
     /// How phone numbers are shown.
     pub numbers: crate::privacy::NumberDisplay,
+    /// `--hash-numbers`: rewrites incoming bodies before they are stored.
+    pub hasher: Option<crate::privacy::NumberHasher>,
+}
+
+impl AppState {
+    /// The body as it is to be stored: with its phone numbers hashed under `--hash-numbers`.
+    pub fn body_to_store(&self, body: Vec<u8>) -> Vec<u8> {
+        match &self.hasher {
+            Some(hasher) => hasher.rewrite(body),
+            None => body,
+        }
+    }
 }
 
 /// How metrics are computed and judged.

@@ -44,6 +44,8 @@ pub async fn receive_livekit_webhook(
         .counters
         .webhook_rate
         .record(received_at.millis().div_euclid(1000));
+    // Verified as sent; stored (and decoded) as kept.
+    let body = state.body_to_store(body);
     let decoded = match livekit::decode(&body, received_at) {
         Ok(decoded) => decoded,
         Err(e @ (IngestError::NotJson(_) | IngestError::Undecodable(_))) => {

@@ -116,3 +116,68 @@ async fn masked_numbers_show_only_their_last_four_digits_everywhere() {
     }
     assert!(masked_seen, "masked numbers keep their last four digits");
 }
+
+#[tokio::test]
+async fn hashed_numbers_never_reach_the_disk_and_a_caller_stays_recognisable() {
+    let numbers = sample_numbers();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hashed.db");
+    let db = format!("sqlite://{}", path.display());
+    let running = start_with_args(
+        &db,
+        None,
+        &[
+            "--hash-numbers",
+            "--number-hash-key",
+            "a-secret-key-for-tests-01",
+        ],
+    )
+    .await;
+    let base = format!("http://{}", running.addr);
+    let app = TestApp::client_for(&base);
+    for name in SAMPLES {
+        assert_eq!(
+            app.post_webhook(&fixture(name)).await.status(),
+            200,
+            "{name}"
+        );
+    }
+    // Fixtures 02 and 05 are the same inbound caller (+15105550123) joining and leaving.
+    let call = "SCL_9piNuUTbRzfj";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let cdr = loop {
+        let r = reqwest::get(format!("{base}/api/v1/cdrs/{call}"))
+            .await
+            .unwrap();
+        let status = r.status();
+        let body: serde_json::Value = r.json().await.unwrap();
+        if status == 200 && body["cdr"]["outcome"] != "in_progress" {
+            break body;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let caller = cdr["cdr"]["caller_number"].as_str().unwrap();
+    assert!(
+        caller.starts_with('~') && caller.len() == 17,
+        "a token, not a number: {caller}"
+    );
+    let same_key =
+        callpulse_server::privacy::NumberHasher::new("a-secret-key-for-tests-01").unwrap();
+    assert_eq!(caller, same_key.token("15105550123"));
+    running.shutdown.cancel();
+    running.join().await;
+
+    let mut on_disk = std::fs::read(&path).unwrap();
+    if let Ok(wal) = std::fs::read(dir.path().join("hashed.db-wal")) {
+        on_disk.extend(wal);
+    }
+    let on_disk = String::from_utf8_lossy(&on_disk);
+    assert!(on_disk.contains(caller), "the token is what is stored");
+    for number in &numbers {
+        assert!(
+            !on_disk.contains(&number[number.len() - 7..]),
+            "{number} is on disk"
+        );
+    }
+}
