@@ -64,6 +64,9 @@ psql "$CALLPULSE_TEST_POSTGRES" -qAtc "SELECT datname FROM pg_database WHERE dat
 echo "== installing the browser test requirements (playwright-core)"
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 
+# The fuzz targets (crates/server/tests/fuzz.rs) run this many cases each: about 40 s here.
+export CALLPULSE_FUZZ_CASES=${CALLPULSE_FUZZ_CASES:-20000}
+
 status=0
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast || status=$?

@@ -544,3 +544,29 @@ fn events_with_the_same_id_from_different_sources_are_both_kept() {
     script.events.push(answered);
     assert_eq!(script.build().outcome, Outcome::Answered);
 }
+
+/// Found by fuzzing: two different bodies under one key and time. Whichever comes first in the
+/// input, the same one is kept, so the CDR does not depend on the order.
+#[test]
+fn two_bodies_under_one_key_build_the_same_cdr_in_either_order() {
+    let script = answered_inbound_script();
+    let mut altered = script
+        .events
+        .iter()
+        .find(|e| matches!(e.body, EventBody::SipLeft { .. }))
+        .expect("the script has the SIP leave")
+        .clone();
+    if let EventBody::SipLeft { participant, .. } = &mut altered.body {
+        participant.room_name = None;
+        participant.room_sid = None;
+    }
+    let params = BuildParams {
+        now: Timestamp(T0 + 60_000),
+        ..BuildParams::default()
+    };
+    let mut first = script.events.clone();
+    first.push(altered.clone());
+    let mut second = vec![altered];
+    second.extend(script.events.iter().cloned());
+    assert_eq!(build(CALL, &first, &params), build(CALL, &second, &params));
+}

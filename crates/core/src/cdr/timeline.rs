@@ -71,6 +71,11 @@ fn sort_key(e: &CallEvent) -> (Timestamp, Source, &str) {
     (e.at, e.source, e.key.as_str())
 }
 
+/// An event's full content, to order events that share a time and key.
+fn content(e: &CallEvent) -> String {
+    serde_json::to_string(e).unwrap_or_default()
+}
+
 /// Whether an application event that names only a room falls inside the leg's time in that room
 /// (room names can be reused by later calls, METRICS.md §9).
 fn within_leg(e: &CallEvent, start: Timestamp, leave: Option<Timestamp>) -> bool {
@@ -85,7 +90,18 @@ fn within_leg(e: &CallEvent, start: Timestamp, leave: Option<Timestamp>) -> bool
 impl<'a> Timeline<'a> {
     pub fn new(call_id: &str, input: &'a [CallEvent]) -> Self {
         let mut all: Vec<&CallEvent> = input.iter().collect();
-        all.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
+        // Two different bodies under one key (which the log never stores, but a caller could
+        // pass) are ordered by content, so which one the dedup keeps never depends on input order.
+        all.sort_by(|a, b| {
+            sort_key(a).cmp(&sort_key(b)).then_with(|| {
+                // Repeats of one event (the common tie) are equal without serialising.
+                if a == b {
+                    std::cmp::Ordering::Equal
+                } else {
+                    content(a).cmp(&content(b))
+                }
+            })
+        });
         let mut seen = HashSet::new();
         all.retain(|e| seen.insert((e.source, e.key.as_str())));
 

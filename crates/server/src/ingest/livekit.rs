@@ -142,6 +142,12 @@ pub fn decode(body: &[u8], received_at: Timestamp) -> Result<DecodedWebhook, Ing
             }
         }
     };
+    if event.event.is_empty() {
+        // Every LiveKit webhook names its event; without one it is not a webhook event.
+        return Err(IngestError::Undecodable(
+            "`event` is missing or empty: the body names no webhook event".into(),
+        ));
+    }
     let event_id = if event.id.is_empty() {
         format!("sha256:{:x}", Sha256::digest(body))
     } else {
