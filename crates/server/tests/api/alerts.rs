@@ -2,7 +2,7 @@
 //! receiver standing in for Slack, PagerDuty and a generic webhook (with a 500 first), resolution,
 //! and delivery exactly once across a restart.
 
-use crate::helpers::{Service, TestApp, spawn_app_with_config, start_service};
+use crate::helpers::{Service, TestApp, serve_process, spawn_app_with_config, start_service};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -339,57 +339,6 @@ url = "{url}/hook"
     assert_eq!(resolved[1]["key"], "trunk_id=ST_alerting");
 }
 
-/// `callpulse serve` as its own process (the built binary), so it can be killed with SIGKILL.
-struct ServeProcess {
-    child: tokio::process::Child,
-    base: String,
-}
-
-async fn serve_process(dir: &std::path::Path, config: &str) -> ServeProcess {
-    use tokio::io::AsyncBufReadExt;
-    let path = dir.join("callpulse.toml");
-    std::fs::write(&path, config).unwrap();
-    let keys = format!("{}:{}", crate::helpers::KEY, crate::helpers::SECRET);
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_callpulse"))
-        .arg(format!("--config={}", path.display()))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ])
-        .args(["--livekit-keys", &keys])
-        .arg(format!(
-            "--database=sqlite://{}",
-            dir.join("callpulse.db").display()
-        ))
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "info")
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("callpulse starts");
-    // Its log goes to standard error.
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(rest) = line.split("callpulse listening addr=").nth(1) {
-                return rest.split_whitespace().next().unwrap().to_owned();
-            }
-        }
-        panic!("callpulse exited before listening")
-    })
-    .await
-    .expect("callpulse listens within 30 s");
-    // Keep draining its output so it never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    ServeProcess {
-        child,
-        base: format!("http://{addr}"),
-    }
-}
-
 #[tokio::test]
 async fn notices_pending_at_a_kill_9_are_delivered_once_after_the_restart() {
     let receiver = Receiver::default();
@@ -397,7 +346,7 @@ async fn notices_pending_at_a_kill_9_are_delivered_once_after_the_restart() {
     receiver.failures.lock().unwrap().insert("hook".into(), 3);
     let url = start_receiver(receiver.clone()).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut first = serve_process(dir.path(), &config(&url)).await;
+    let mut first = serve_process(dir.path(), &config(&url), "127.0.0.1:0").await;
     let client = TestApp::client_for(&first.base);
     for n in 0..4 {
         post_outbound_call(&client, n, true).await;
@@ -411,7 +360,7 @@ async fn notices_pending_at_a_kill_9_are_delivered_once_after_the_restart() {
         "still pending when killed"
     );
 
-    let again = serve_process(dir.path(), &config(&url)).await;
+    let again = serve_process(dir.path(), &config(&url), "127.0.0.1:0").await;
     receiver.wait_for("hook", 4).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let hooks = receiver.bodies("hook");

@@ -365,3 +365,49 @@ pub async fn start_service(
         _dir: dir,
     }
 }
+
+/// `callpulse serve` as its own process (the built binary), so it can be killed with SIGKILL.
+pub struct ServeProcess {
+    pub child: tokio::process::Child,
+    pub base: String,
+}
+
+/// Its database is `callpulse.db` in `dir`; `listen` may name a fixed port (to restart on it).
+pub async fn serve_process(dir: &std::path::Path, config: &str, listen: &str) -> ServeProcess {
+    use tokio::io::AsyncBufReadExt;
+    let path = dir.join("callpulse.toml");
+    std::fs::write(&path, config).unwrap();
+    let keys = format!("{}:{}", KEY, SECRET);
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_callpulse"))
+        .arg(format!("--config={}", path.display()))
+        .args(["serve", "--listen", listen, "--metrics-addr", "127.0.0.1:0"])
+        .args(["--livekit-keys", &keys])
+        .arg(format!(
+            "--database=sqlite://{}",
+            dir.join("callpulse.db").display()
+        ))
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("callpulse starts");
+    // Its log goes to standard error.
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.split("callpulse listening addr=").nth(1) {
+                return rest.split_whitespace().next().unwrap().to_owned();
+            }
+        }
+        panic!("callpulse exited before listening")
+    })
+    .await
+    .expect("callpulse listens within 30 s");
+    // Keep draining its output so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    ServeProcess {
+        child,
+        base: format!("http://{addr}"),
+    }
+}

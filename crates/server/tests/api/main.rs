@@ -4,6 +4,7 @@
 mod alerts;
 mod auth;
 mod cdrs;
+mod crash;
 mod demo;
 mod events;
 mod grafana;
