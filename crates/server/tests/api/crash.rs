@@ -9,16 +9,22 @@ use sqlx::{Connection, Row};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-/// The derived rows `rebuild` recreates, in a comparable form.
-async fn derived(db: &str) -> (Vec<(String, String)>, Vec<String>) {
+/// The rows of a two-column text query.
+async fn pairs(db: &str, sql: &str) -> Vec<(String, String)> {
     let mut conn = sqlx::SqliteConnection::connect(db).await.unwrap();
-    let cdrs = sqlx::query("SELECT call_id, body FROM cdrs ORDER BY call_id")
+    sqlx::query(sql)
         .fetch_all(&mut conn)
         .await
         .unwrap()
         .iter()
         .map(|r| (r.get(0), r.get(1)))
-        .collect();
+        .collect()
+}
+
+/// The derived rows `rebuild` recreates, in a comparable form.
+async fn derived(db: &str) -> (Vec<(String, String)>, Vec<String>) {
+    let cdrs = pairs(db, "SELECT call_id, body FROM cdrs ORDER BY call_id").await;
+    let mut conn = sqlx::SqliteConnection::connect(db).await.unwrap();
     let mut rollups = Vec::new();
     for table in ["rollups", "rollup_slices"] {
         let rows = sqlx::query(&format!("SELECT * FROM {table}"))
@@ -112,15 +118,10 @@ async fn a_kill_9_under_load_loses_no_acknowledged_event_and_rebuild_agrees() {
         .filter_map(|l| l.split_once(' '))
         .map(|(s, id)| (s.to_owned(), id.to_owned()))
         .collect();
-    let mut conn = sqlx::SqliteConnection::connect(&db).await.unwrap();
-    let logged: BTreeSet<(String, String)> = sqlx::query("SELECT source, event_id FROM event_log")
-        .fetch_all(&mut conn)
+    let logged: BTreeSet<(String, String)> = pairs(&db, "SELECT source, event_id FROM event_log")
         .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
+        .into_iter()
         .collect();
-    drop(conn);
     let missing: Vec<_> = acked.difference(&logged).collect();
     assert!(
         missing.is_empty(),
