@@ -145,7 +145,20 @@ impl SqliteStore {
         durability: Durability,
     ) -> Result<sqlx::pool::PoolConnection<Sqlite>, StoreError> {
         let mut conn = self.writer.acquire().await?;
-        sqlx::query(durability.pragma()).execute(&mut *conn).await?;
+        if sqlx::query(durability.pragma())
+            .execute(&mut *conn)
+            .await
+            .is_err()
+        {
+            // A commit that failed (a full disk: SQLITE_FULL) leaves its transaction open, and
+            // the setting cannot change inside one: roll it back (its callers were told it
+            // failed) and try again; failing that, the pool opens a fresh connection next time.
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            if let Err(e) = sqlx::query(durability.pragma()).execute(&mut *conn).await {
+                conn.close_on_drop();
+                return Err(e.into());
+            }
+        }
         Ok(conn)
     }
 

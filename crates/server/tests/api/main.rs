@@ -7,6 +7,7 @@ mod cdrs;
 mod crash;
 mod demo;
 mod events;
+mod faults;
 mod grafana;
 mod helpers;
 #[path = "../support/cdr.rs"]
