@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of callpulse on a fresh machine: installs what the tests need, then runs them.
 #  - LiveKit's own Python SDK (livekit-api), in ./.venv, signs webhooks for the end-to-end test.
+#  - schemathesis (PyPI), in ./.venv, runs the property-based API test against the OpenAPI document.
 #  - cargo-nextest runs the Rust tests when present; plain `cargo test` otherwise.
 #  - Debian's chromium and Node.js with playwright-core (tests/browser) run the dashboard tests;
 #    screenshots land in target/screenshots/.
@@ -77,4 +78,27 @@ fi
 echo "== dashboard tests in headless chromium"
 cargo build -q -p callpulse --bin callpulse
 (cd tests/browser && node --test --test-concurrency=1) || status=$?
+
+echo "== property-based API test: schemathesis against GET /api/v1/openapi.json (no 5xx allowed)"
+.venv/bin/pip install -q --disable-pip-version-check -r tests/api/requirements.txt
+api_dir=$(mktemp -d)
+api_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+target/debug/callpulse serve --demo --demo-history-days 2 --listen "127.0.0.1:$api_port" \
+  --metrics-addr off --database "sqlite://$api_dir/callpulse.db" >"$api_dir/serve.log" 2>&1 &
+api_pid=$!
+python3 - "$api_port" <<'PY'
+import sys, time, urllib.request
+for _ in range(150):
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/healthz", timeout=1)
+        break
+    except OSError:
+        time.sleep(0.2)
+PY
+.venv/bin/schemathesis run "http://127.0.0.1:$api_port/api/v1/openapi.json" \
+  --checks not_a_server_error --workers 2 --max-time "${CALLPULSE_SCHEMATHESIS_SECONDS:-90}" \
+  --warnings off || { status=$?; tail -20 "$api_dir/serve.log"; }
+kill "$api_pid" 2>/dev/null || true
+wait "$api_pid" 2>/dev/null || true
+rm -rf "$api_dir"
 exit $status

@@ -2,7 +2,7 @@
 //! `GET /api/v1/cdrs/{call_id}` with the call's event timeline.
 
 use super::dto::{CSV_HEADER, CdrDto, rfc3339};
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, ErrorBody};
 use crate::privacy::NumberDisplay;
 use crate::store::{CdrQuery, Store};
 use axum::Json;
@@ -135,6 +135,19 @@ fn parse_query(
     Ok((query, format, limit))
 }
 
+#[utoipa::path(get, path = "/api/v1/cdrs", tag = "cdrs",
+    params(
+        ("from" = Option<String>, Query, description = "Calls that started at or after this RFC 3339 time"),
+        ("to" = Option<String>, Query, description = "Calls that started before this RFC 3339 time"),
+        ("direction" = Option<String>, Query, description = "inbound or outbound"),
+        ("outcome" = Option<String>, Query, description = "answered, no_answer, busy, failed, abandoned or in_progress"),
+        ("trunk_id" = Option<String>, Query), ("agent_id" = Option<String>, Query), ("queue" = Option<String>, Query),
+        ("limit" = Option<u32>, Query, description = "1 to 1000 (JSON: default 100; exports: all)"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        ("format" = Option<String>, Query, description = "json (default), csv or ndjson"),
+        ("order" = Option<String>, Query, description = "asc (default) or desc by start time"),
+    ),
+    responses((status = 200, description = "`{\"cdrs\": [CDR], \"next_cursor\"}`, or the CSV / NDJSON export", body = Object), (status = 400, description = "A parameter is wrong; `detail` names it", body = ErrorBody), (status = 401, description = "An API token is needed", body = ErrorBody), (status = 503, description = "The store is unavailable; retry", body = ErrorBody)))]
 pub async fn list_cdrs(
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
@@ -225,6 +238,10 @@ fn export(
         .into_response()
 }
 
+#[utoipa::path(get, path = "/api/v1/cdrs/{call_id}", tag = "cdrs",
+    params(("call_id" = String, Path, description = "The SIP call id (`sip.callID`)")),
+    responses((status = 200, description = "`{\"cdr\": CDR, \"events\": [...]}`: the CDR and its event timeline", body = Object),
+        (status = 404, description = "No such call", body = ErrorBody), (status = 400, description = "A parameter is wrong; `detail` names it", body = ErrorBody), (status = 401, description = "An API token is needed", body = ErrorBody), (status = 503, description = "The store is unavailable; retry", body = ErrorBody)))]
 pub async fn get_cdr(
     State(state): State<AppState>,
     Path(call_id): Path<String>,

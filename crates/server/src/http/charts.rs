@@ -3,7 +3,7 @@
 
 use super::dto::metrics_json;
 use super::metrics::{bad, parse_tz, query_error, reject_unknown};
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, ErrorBody};
 use crate::charts::{Series, Unit, line_chart};
 use crate::metrics::{self, GroupBy, GroupKey, MetricsQuery, start_of_day, summary_windows};
 use crate::pipeline::now;
@@ -29,6 +29,12 @@ const CHARTABLE: &[(&str, Unit)] = &[
     ("connect_rate", Unit::Ratio),
 ];
 
+#[utoipa::path(get, path = "/api/v1/charts/{file}", tag = "metrics",
+    params(("file" = String, Path, description = "`<metric>.svg`"),
+        ("range" = Option<String>, Query, description = "7d (default, hourly) or 30d (daily)"),
+        ("tz" = Option<String>, Query), ("t" = Option<String>, Query, description = "ignored (cache buster)")),
+    responses((status = 200, description = "An SVG trend chart", content_type = "image/svg+xml", body = String),
+        (status = 404, description = "No chart of that name", body = ErrorBody), (status = 400, description = "A parameter is wrong; `detail` names it", body = ErrorBody), (status = 401, description = "An API token is needed", body = ErrorBody), (status = 503, description = "The store is unavailable; retry", body = ErrorBody)))]
 pub async fn get_chart(
     State(state): State<AppState>,
     Path(file): Path<String>,

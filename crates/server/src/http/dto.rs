@@ -11,7 +11,8 @@ pub fn rfc3339(t: Timestamp) -> String {
         .unwrap_or_default()
 }
 
-#[derive(Debug, Serialize)]
+/// A call detail record (METRICS.md §2).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CdrDto {
     pub call_id: String,
     pub direction: &'static str,
@@ -31,6 +32,7 @@ pub struct CdrDto {
     pub recording_url: Option<String>,
     pub sip_error_code: Option<u16>,
     pub agent_id: Option<String>,
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
     pub queue: Option<String>,
     pub disconnect_reason: Option<String>,

@@ -4,7 +4,15 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+
+/// What every error answers.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Machine-readable code, e.g. `invalid_parameter`, `invalid_token`, `overloaded`.
+    pub error: &'static str,
+    /// What was wrong, naming the field.
+    pub detail: String,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -81,7 +89,11 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let mut response = (status, Json(json!({"error": code, "detail": detail}))).into_response();
+        let body = ErrorBody {
+            error: code,
+            detail,
+        };
+        let mut response = (status, Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()

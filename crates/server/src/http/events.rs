@@ -1,7 +1,7 @@
 //! `POST /api/v1/events`: application events, authenticated by their own bearer token. A batch is
 //! validated whole and appended in one transaction: accepted whole or not at all.
 
-use super::{ApiError, AppState, IngestCounters, content_type, read_body};
+use super::{ApiError, AppState, ErrorBody, IngestCounters, content_type, read_body};
 use crate::ingest::app_entries;
 use crate::ingest::app_events::parse_batch;
 use crate::pipeline::now;
@@ -31,6 +31,14 @@ fn authorized(headers: &HeaderMap, tokens: &[String]) -> bool {
     })
 }
 
+#[utoipa::path(post, path = "/api/v1/events", tag = "ingest",
+    request_body(content = Object, description = "A JSON array of application events (METRICS.md §9)"),
+    responses((status = 200, description = "`{\"accepted\", \"duplicates\"}`", body = Object),
+        (status = 400, description = "Not JSON", body = ErrorBody),
+        (status = 401, description = "Missing or wrong events token", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "An event is invalid; `detail` names it and its field", body = ErrorBody),
+        (status = 503, description = "The store is unavailable; retry", body = ErrorBody)))]
 pub async fn receive_app_events(
     State(state): State<AppState>,
     headers: HeaderMap,

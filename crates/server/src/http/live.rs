@@ -1,6 +1,6 @@
 //! `GET /api/v1/live` (a snapshot) and `GET /api/v1/live/ws` (a snapshot, then deltas).
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, ErrorBody};
 use crate::live;
 use crate::pipeline::now;
 use axum::Json;
@@ -10,6 +10,9 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 
+#[utoipa::path(get, path = "/api/v1/live", tag = "live",
+    responses((status = 200, description = "The live board: calls in progress, agents, recent calls, alerts (docs/live.md)", body = Object),
+        (status = 401, description = "An API token is needed", body = ErrorBody)))]
 pub async fn get_live(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(state.live.snapshot_value(now()))
 }

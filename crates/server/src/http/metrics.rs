@@ -2,7 +2,7 @@
 //! the same weekday a week earlier), shapes as METRICS.md §8.
 
 use super::dto::{metrics_json, rfc3339_in};
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, ErrorBody};
 use crate::metrics::{self, GroupBy, GroupKey, MetricsQuery, QueryError, summary_windows};
 use crate::pipeline::now;
 use crate::store::MetricFilter;
@@ -69,6 +69,15 @@ pub(super) fn query_error(e: QueryError) -> ApiError {
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/metrics", tag = "metrics",
+    params(
+        ("from" = Option<String>, Query, description = "RFC 3339 time, or a date YYYY-MM-DD (midnight in `tz`)"), ("to" = Option<String>, Query, description = "RFC 3339 time, or a date YYYY-MM-DD (midnight in `tz`)"),
+        ("direction" = Option<String>, Query, description = "inbound or outbound"),
+        ("trunk_id" = Option<String>, Query), ("agent_id" = Option<String>, Query), ("queue" = Option<String>, Query),
+        ("group_by" = Option<String>, Query, description = "hour, day, trunk, agent, queue or direction"),
+        ("tz" = Option<String>, Query, description = "IANA time zone of day and hour buckets"),
+    ),
+    responses((status = 200, description = "`{from, to, tz, totals, groups: [{key, metrics}]}` (METRICS.md §8)", body = Object), (status = 400, description = "A parameter is wrong; `detail` names it", body = ErrorBody), (status = 401, description = "An API token is needed", body = ErrorBody), (status = 503, description = "The store is unavailable; retry", body = ErrorBody)))]
 pub async fn get_metrics(
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
@@ -145,6 +154,10 @@ pub async fn get_metrics(
     })))
 }
 
+#[utoipa::path(get, path = "/api/v1/summary", tag = "metrics",
+    params(("date" = Option<String>, Query, description = "YYYY-MM-DD; default today"),
+        ("tz" = Option<String>, Query, description = "IANA time zone")),
+    responses((status = 200, description = "Today so far against the same weekday a week earlier, with targets and statuses (METRICS.md §6, §8)", body = Object), (status = 400, description = "A parameter is wrong; `detail` names it", body = ErrorBody), (status = 401, description = "An API token is needed", body = ErrorBody), (status = 503, description = "The store is unavailable; retry", body = ErrorBody)))]
 pub async fn get_summary(
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,

@@ -11,6 +11,7 @@ mod error;
 mod events;
 mod live;
 mod metrics;
+mod openapi;
 pub mod serve;
 mod webhooks;
 
@@ -25,7 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::Notify;
 
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody};
 
 /// Counters of what the ingest endpoints saw since start.
 #[derive(Debug, Default)]
@@ -141,6 +142,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/charts/{file}", get(charts::get_chart))
         .route("/api/v1/live", get(live::get_live))
         .route("/api/v1/live/ws", get(live::live_socket))
+        .route("/api/v1/openapi.json", get(openapi::document))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_reader,
@@ -207,10 +209,16 @@ pub fn metrics_router(state: AppState, max_trunks: usize) -> Router {
         .with_state(state)
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "`{\"status\": \"ok\"}`", body = Object)))]
 async fn healthz() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({"status": "ok"}))
 }
 
+#[utoipa::path(get, path = "/api/v1/ingest", tag = "ingest",
+    responses((status = 200, description = "Events in the log, quarantine, default-partition rows, counts since start", body = Object),
+        (status = 401, description = "An API token is needed", body = ErrorBody),
+        (status = 503, description = "The store is unavailable; retry", body = ErrorBody)))]
 async fn ingest_stats(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {

@@ -2,7 +2,7 @@
 //! one durable append stands between LiveKit and its 200 (LiveKit stalls a room's queue on a slow
 //! receiver, FACTS.md §2.4).
 
-use super::{ApiError, AppState, IngestCounters, content_type, read_body};
+use super::{ApiError, AppState, ErrorBody, IngestCounters, content_type, read_body};
 use crate::ingest::{IngestError, livekit, webhook_entry};
 use crate::pipeline::now;
 use crate::store::{Appended, Quarantined};
@@ -15,6 +15,14 @@ use serde_json::{Value, json};
 
 const ACCEPTED_TYPES: &[&str] = &["application/webhook+json", "application/json"];
 
+#[utoipa::path(post, path = "/webhooks/livekit", tag = "ingest",
+    request_body(content = Object, content_type = "application/webhook+json", description = "A LiveKit webhook event, signed in `Authorization`"),
+    responses((status = 200, description = "`{\"status\": \"stored\" | \"duplicate\", \"id\"}`", body = Object),
+        (status = 400, description = "Authentic but unparseable: quarantined", body = ErrorBody),
+        (status = 401, description = "Missing or wrong LiveKit signature", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 503, description = "Overloaded or the store is unavailable; retry after `Retry-After`", body = ErrorBody)))]
 pub async fn receive_livekit_webhook(
     State(state): State<AppState>,
     headers: HeaderMap,
