@@ -136,6 +136,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         read_access,
         numbers,
         hasher,
+        live_clients: Arc::new(tokio::sync::Semaphore::new(args.max_live_clients)),
     };
     let mut tasks = vec![tokio::spawn(pipeline::run(
         store,

@@ -238,6 +238,9 @@ pub struct ServeArgs {
     /// The secret key of `--hash-numbers` (at least 16 characters; keep it to keep tokens stable).
     #[arg(long, env = "CALLPULSE_NUMBER_HASH_KEY", hide_env_values = true)]
     pub number_hash_key: Option<String>,
+    /// Most live WebSockets open at once; more get 503.
+    #[arg(long, env = "CALLPULSE_MAX_LIVE_CLIENTS", default_value_t = 1000)]
+    pub max_live_clients: usize,
     /// Most connections open at once on each listener; more wait to be accepted.
     #[arg(long, env = "CALLPULSE_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,

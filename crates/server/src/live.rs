@@ -207,22 +207,40 @@ where
 {
     let (snapshot, mut rx) = hub.subscribe();
     let mut seen = snapshot.seq;
-    sink.send(snapshot.json).await?;
+    if !send_within(sink, snapshot.json).await? {
+        return Ok(());
+    }
     loop {
-        match rx.recv().await {
-            Ok(message) => {
-                if message.seq > seen {
-                    seen = message.seq;
-                    sink.send(message.json.clone()).await?;
-                }
+        let sent = match rx.recv().await {
+            Ok(message) if message.seq > seen => {
+                seen = message.seq;
+                send_within(sink, message.json.clone()).await?
             }
+            Ok(_) => true,
             Err(broadcast::error::RecvError::Lagged(_)) => {
                 let snapshot = hub.snapshot();
                 seen = snapshot.seq;
-                sink.send(snapshot.json).await?;
+                send_within(sink, snapshot.json).await?
             }
             Err(broadcast::error::RecvError::Closed) => return Ok(()),
+        };
+        if !sent {
+            return Ok(());
         }
+    }
+}
+
+/// A client that takes no message for this long (it stopped reading) is dropped.
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Sends one message; `Ok(false)` when the client did not take it within [`SEND_TIMEOUT`].
+async fn send_within<S>(sink: &mut S, message: Utf8Bytes) -> Result<bool, S::Error>
+where
+    S: Sink<Utf8Bytes> + Unpin,
+{
+    match tokio::time::timeout(SEND_TIMEOUT, sink.send(message)).await {
+        Ok(sent) => sent.map(|()| true),
+        Err(_) => Ok(false),
     }
 }
 

@@ -34,6 +34,8 @@ pub enum ApiError {
     Internal(#[from] anyhow::Error),
     #[error("the request was not complete within {} s", .0.as_secs_f64())]
     RequestTimeout(std::time::Duration),
+    #[error("too many live sockets are open; retry shortly")]
+    TooManyClients,
     #[error("too many requests are waiting to be stored; retry shortly")]
     Overloaded,
 }
@@ -77,6 +79,7 @@ impl IntoResponse for ApiError {
             ApiError::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, *code),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            ApiError::TooManyClients => (StatusCode::SERVICE_UNAVAILABLE, "too_many_clients"),
             ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::Internal(e) => {
                 tracing::error!(error = format!("{e:#}"), "request failed");

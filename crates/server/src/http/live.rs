@@ -31,7 +31,14 @@ pub async fn live_socket(
         }
         .into_response();
     }
-    upgrade.on_upgrade(move |socket| serve_client(state, socket))
+    // Upgraded sockets leave the connection cap of the listener: they have their own.
+    let Ok(seat) = state.live_clients.clone().try_acquire_owned() else {
+        return ApiError::TooManyClients.into_response();
+    };
+    upgrade.on_upgrade(move |socket| async move {
+        serve_client(state, socket).await;
+        drop(seat);
+    })
 }
 
 /// Whether the request has no `Origin`, or one whose host is the `Host` it was sent to.

@@ -108,6 +108,8 @@ pub struct AppState {
     pub numbers: crate::privacy::NumberDisplay,
     /// `--hash-numbers`: rewrites incoming bodies before they are stored.
     pub hasher: Option<crate::privacy::NumberHasher>,
+    /// Seats for live sockets (`--max-live-clients`).
+    pub live_clients: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {

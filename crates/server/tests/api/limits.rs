@@ -97,3 +97,21 @@ async fn connections_past_the_limit_wait_until_one_closes() {
         .expect("served once a connection closed");
     assert_eq!(fourth.status(), 200);
 }
+
+#[tokio::test]
+async fn live_sockets_past_their_cap_get_503_until_one_closes() {
+    let (app, _dir) = server(&["--max-live-clients", "2"]).await;
+    let url = format!("ws://{}/api/v1/live/ws", app.addr);
+    let first = tokio_tungstenite::connect_async(&url).await.unwrap().0;
+    let _second = tokio_tungstenite::connect_async(&url).await.unwrap().0;
+    match tokio_tungstenite::connect_async(&url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
+        other => panic!("a third socket must be refused: {other:?}"),
+    }
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tokio_tungstenite::connect_async(&url).await.is_err() {
+        assert!(Instant::now() < deadline, "the seat was never freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
