@@ -208,3 +208,146 @@ async fn a_full_disk_answers_503_and_writes_resume_when_space_returns() {
     running.shutdown.cancel();
     running.join().await;
 }
+
+/// A PostgreSQL cluster of this test's own (so stopping it disturbs no other test), run by the
+/// `postgres` user from Debian's binaries; stopped and removed on drop.
+struct PrivateCluster {
+    dir: tempfile::TempDir,
+    bin: std::path::PathBuf,
+    port: u16,
+}
+
+impl PrivateCluster {
+    fn create() -> PrivateCluster {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("Debian's postgresql is installed (scripts/test.sh installs it)")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|p| p.join("pg_ctl").exists())
+            .max()
+            .expect("a PostgreSQL version with pg_ctl");
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        run_as_postgres(
+            "chown",
+            &["-R", "postgres", &dir.path().display().to_string()],
+            true,
+        );
+        let cluster = PrivateCluster { dir, bin, port };
+        let initdb = cluster.bin.join("initdb").display().to_string();
+        run_as_postgres(
+            &initdb,
+            &[
+                "-D",
+                &cluster.data(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+            false,
+        );
+        cluster.start();
+        cluster
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn pg_ctl(&self, args: &[&str]) {
+        let pg_ctl = self.bin.join("pg_ctl").display().to_string();
+        let data = self.data();
+        let mut all = vec!["-D", data.as_str()];
+        all.extend_from_slice(args);
+        run_as_postgres(&pg_ctl, &all, false);
+    }
+
+    fn start(&self) {
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={}",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("log").display().to_string();
+        self.pg_ctl(&["-w", "-l", &log, "-o", &options, "start"]);
+    }
+
+    fn stop(&self) {
+        self.pg_ctl(&["-w", "-m", "fast", "stop"]);
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let pg_ctl = self.bin.join("pg_ctl").display().to_string();
+        let data = self.data();
+        let _ = std::process::Command::new("runuser")
+            .args([
+                "-u",
+                "postgres",
+                "--",
+                &pg_ctl,
+                "-D",
+                &data,
+                "-m",
+                "immediate",
+                "stop",
+            ])
+            .output();
+    }
+}
+
+/// Runs a command as the `postgres` user (or as root when `as_root`), which must succeed.
+fn run_as_postgres(program: &str, args: &[&str], as_root: bool) {
+    let output = if as_root {
+        std::process::Command::new(program).args(args).output()
+    } else {
+        std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--", program])
+            .args(args)
+            .output()
+    }
+    .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        output.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn the_server_rides_out_a_postgresql_restart() {
+    let cluster = PrivateCluster::create();
+    let running = start_with_args(&cluster.url(), None, &[]).await;
+    let base = format!("http://{}", running.addr);
+    let app = TestApp::client_for(&base);
+    for name in ["01", "02"] {
+        assert_eq!(post_until_stored(&app, name).await, 0);
+    }
+    wait_for_outcome(&base, "SCL_9piNuUTbRzfj", "in_progress").await;
+
+    cluster.stop();
+    // While the database is down, a webhook is refused with 503 (LiveKit retries it).
+    let body = crate::helpers::fixture("03");
+    let down = app.post_webhook(&body).await;
+    assert_eq!(down.status(), 503);
+    assert!(down.headers().contains_key("retry-after"));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cluster.start();
+
+    for name in ["03", "04", "05", "06", "07"] {
+        post_until_stored(&app, name).await;
+    }
+    wait_for_outcome(&base, "SCL_9piNuUTbRzfj", "answered").await;
+    running.shutdown.cancel();
+    running.join().await;
+}

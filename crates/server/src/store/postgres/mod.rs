@@ -77,7 +77,9 @@ impl PgStore {
             .log_statements(tracing::log::LevelFilter::Trace);
         let pool = PgPoolOptions::new()
             .max_connections(16)
-            .acquire_timeout(Duration::from_secs(10))
+            // While the database is unreachable (a restart) a request waits this long for a
+            // connection before it is answered 503, and LiveKit retries: fail fast.
+            .acquire_timeout(Duration::from_secs(3))
             .connect_with(options.clone())
             .await?;
         let mut conn = pool.acquire().await?;
