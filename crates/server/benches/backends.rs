@@ -93,7 +93,6 @@ async fn load(store: &dyn Store, cdrs: &[callpulse_core::Cdr], now: i64) -> f64 
 
 /// The median ms of each dashboard query, and their answers (to check both backends agree).
 async fn queries(store: &dyn Store, now: i64, runs: usize) -> Vec<(f64, String)> {
-    let params = MetricParams::default();
     let mut out = Vec::new();
     for case in common::dashboard_cases(now) {
         let q = MetricsQuery {
@@ -107,7 +106,7 @@ async fn queries(store: &dyn Store, now: i64, runs: usize) -> Vec<(f64, String)>
         let mut answer = String::new();
         for _ in 0..runs {
             let t = Instant::now();
-            let a = metrics::query(store, &q, &params).await.unwrap();
+            let a = metrics::query(store, &q).await.unwrap();
             times.push(t.elapsed().as_secs_f64() * 1000.0);
             answer = format!("{:?} {:?}", a.totals, a.groups);
         }

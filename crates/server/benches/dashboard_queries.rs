@@ -3,25 +3,33 @@
 //!
 //! It builds realistic CDRs from the simulator's call mix (decoded and built by the real ingest and
 //! CDR code), spreads them over 60 days, loads them through the store (which maintains the
-//! rollups), then times the dashboard's query set both ways and checks the answers agree.
+//! rollups), then times the dashboard's query set both ways and checks the answers agree. A second
+//! set asks windows whose edges fall anywhere (an API user, a Grafana panel).
 //!
 //! usage: cargo bench --bench dashboard_queries -- [--cdrs 1000000] [--runs 7] [--agents 500]
+//!        [--database sqlite|postgres] [--keep NAME]
+//!
+//! `--keep` keeps the loaded database (a SQLite file path, or a PostgreSQL database name on the
+//! server of `CALLPULSE_BENCH_POSTGRES`) and reuses it on the next run instead of loading again.
 
 mod common;
 
 use callpulse_core::Timestamp;
 use callpulse_core::metrics::{MetricParams, Metrics, Tally};
 use callpulse_server::metrics::{self, GroupKey, MetricsQuery};
-use callpulse_server::store::{self, MetricFilter};
-use sqlx::Row;
+use callpulse_server::store::{self, MetricFilter, Store};
+use sqlx::{Connection, Row};
+use std::sync::Arc;
 use std::time::Instant;
 
-use common::{generate, median};
+use common::{Case, generate, median};
 
 struct Args {
     cdrs: usize,
     runs: usize,
     agents: usize,
+    postgres: bool,
+    keep: Option<String>,
 }
 
 fn args() -> Args {
@@ -29,6 +37,8 @@ fn args() -> Args {
         cdrs: 1_000_000,
         runs: 7,
         agents: 500,
+        postgres: false,
+        keep: None,
     };
     let argv: Vec<String> = std::env::args().collect();
     for pair in argv.windows(2) {
@@ -37,75 +47,126 @@ fn args() -> Args {
             ("--cdrs", Some(n)) => a.cdrs = n,
             ("--runs", Some(n)) => a.runs = n,
             ("--agents", Some(n)) => a.agents = n,
+            ("--database", _) => a.postgres = pair[1] == "postgres",
+            ("--keep", _) => a.keep = Some(pair[1].clone()),
             _ => {}
         }
     }
     a
 }
 
-/// A plain SQL tally (no percentiles) over the CDR table, grouped by `group`.
-async fn plain_sql(
-    pool: &sqlx::SqlitePool,
-    from: i64,
-    to: i64,
-    group: &str,
-) -> Vec<(String, Tally)> {
-    let sql = format!(
-        "SELECT CAST({group} AS TEXT) AS g,
-            SUM(outcome <> 'in_progress'), SUM(outcome = 'in_progress'),
-            SUM(direction = 'inbound' AND outcome <> 'in_progress'),
-            SUM(direction = 'outbound' AND outcome <> 'in_progress'),
-            SUM(outcome = 'answered'), SUM(direction = 'inbound' AND outcome = 'answered'),
-            SUM(direction = 'outbound' AND outcome = 'answered'), SUM(outcome = 'abandoned'),
-            SUM(outcome = 'abandoned' AND short_abandon), SUM(outcome = 'failed'),
-            SUM(direction = 'inbound' AND outcome = 'failed'), SUM(outcome = 'busy'),
-            SUM(outcome = 'no_answer'), SUM(direction = 'inbound' AND outcome = 'no_answer'),
-            SUM(outcome = 'answered' AND transfer_type IS NOT NULL),
-            SUM(direction = 'inbound' AND outcome = 'answered' AND answer_ms IS NOT NULL),
-            SUM(CASE WHEN direction = 'inbound' AND outcome = 'answered' AND answer_ms IS NOT NULL
-                     THEN MAX(answer_ms - start_ms, 0) END),
-            SUM(outcome = 'answered' AND answer_ms IS NOT NULL),
-            SUM(CASE WHEN outcome = 'answered' AND answer_ms IS NOT NULL
-                     THEN MAX(end_ms - answer_ms, 0) + wrap_up_ms END),
-            SUM(direction = 'inbound' AND outcome = 'answered' AND answer_ms IS NOT NULL
-                AND answer_ms - start_ms <= 20000)
-         FROM cdrs WHERE start_ms >= ?1 AND start_ms < ?2 GROUP BY 1 ORDER BY 1"
-    );
-    let rows = sqlx::query(&sql)
-        .bind(from)
-        .bind(to)
-        .fetch_all(pool)
-        .await
-        .expect("plain sql runs");
-    rows.iter()
-        .map(|r| {
-            let v = |i: usize| r.get::<Option<i64>, _>(i).unwrap_or(0);
-            let t = Tally {
-                total_calls: v(1),
-                in_progress_calls: v(2),
-                inbound_calls: v(3),
-                outbound_calls: v(4),
-                answered_calls: v(5),
-                inbound_answered: v(6),
-                outbound_answered: v(7),
-                abandoned_calls: v(8),
-                short_abandoned_calls: v(9),
-                failed_calls: v(10),
-                inbound_failed: v(11),
-                busy_calls: v(12),
-                no_answer_calls: v(13),
-                inbound_no_answer: v(14),
-                transferred_calls: v(15),
-                speed_of_answer_calls: v(16),
-                speed_of_answer_ms: v(17),
-                handled_calls: v(18),
-                handle_time_ms: v(19),
-                answered_within_threshold: v(20),
-                ..Tally::default()
-            };
-            (r.get::<Option<String>, _>(0).unwrap_or_default(), t)
-        })
-        .collect()
+/// A plain connection for the SQL a user would write.
+enum Plain {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+/// The tally as plain SQL (no percentiles) over the CDR table, grouped by `group`.
+fn plain_sql_text(group: &str, postgres: bool) -> String {
+    let count = |cond: &str| {
+        if postgres {
+            format!("SUM(({cond})::int)::bigint")
+        } else {
+            format!("SUM({cond})")
+        }
+    };
+    let sum = |expr: &str| {
+        if postgres {
+            format!("SUM({expr})::bigint")
+        } else {
+            format!("SUM({expr})")
+        }
+    };
+    let greatest = if postgres { "GREATEST" } else { "MAX" };
+    let answered = "outcome = 'answered' AND answer_ms IS NOT NULL";
+    let inbound_answered = format!("direction = 'inbound' AND {answered}");
+    let columns = [
+        count("outcome <> 'in_progress'"),
+        count("outcome = 'in_progress'"),
+        count("direction = 'inbound' AND outcome <> 'in_progress'"),
+        count("direction = 'outbound' AND outcome <> 'in_progress'"),
+        count("outcome = 'answered'"),
+        count("direction = 'inbound' AND outcome = 'answered'"),
+        count("direction = 'outbound' AND outcome = 'answered'"),
+        count("outcome = 'abandoned'"),
+        count("outcome = 'abandoned' AND short_abandon"),
+        count("outcome = 'failed'"),
+        count("direction = 'inbound' AND outcome = 'failed'"),
+        count("outcome = 'busy'"),
+        count("outcome = 'no_answer'"),
+        count("direction = 'inbound' AND outcome = 'no_answer'"),
+        count("outcome = 'answered' AND transfer_type IS NOT NULL"),
+        count(&inbound_answered),
+        sum(&format!(
+            "CASE WHEN {inbound_answered} THEN {greatest}(answer_ms - start_ms, 0) END"
+        )),
+        count(answered),
+        sum(&format!(
+            "CASE WHEN {answered} THEN {greatest}(end_ms - answer_ms, 0) + wrap_up_ms END"
+        )),
+        count(&format!(
+            "{inbound_answered} AND answer_ms - start_ms <= 20000"
+        )),
+    ];
+    format!(
+        "SELECT CAST({group} AS TEXT) AS g, {} FROM cdrs WHERE start_ms >= $1 AND start_ms < $2
+         GROUP BY 1 ORDER BY 1",
+        columns.join(", ")
+    )
+}
+
+fn tally_of_row<R: Row>(r: &R) -> Tally
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let v = |i: usize| r.get::<Option<i64>, _>(i).unwrap_or(0);
+    Tally {
+        total_calls: v(1),
+        in_progress_calls: v(2),
+        inbound_calls: v(3),
+        outbound_calls: v(4),
+        answered_calls: v(5),
+        inbound_answered: v(6),
+        outbound_answered: v(7),
+        abandoned_calls: v(8),
+        short_abandoned_calls: v(9),
+        failed_calls: v(10),
+        inbound_failed: v(11),
+        busy_calls: v(12),
+        no_answer_calls: v(13),
+        inbound_no_answer: v(14),
+        transferred_calls: v(15),
+        speed_of_answer_calls: v(16),
+        speed_of_answer_ms: v(17),
+        handled_calls: v(18),
+        handle_time_ms: v(19),
+        answered_within_threshold: v(20),
+        ..Tally::default()
+    }
+}
+
+async fn plain_sql(plain: &Plain, from: i64, to: i64, group: &str) -> Vec<Tally> {
+    match plain {
+        Plain::Sqlite(pool) => sqlx::query(&plain_sql_text(group, false))
+            .bind(from)
+            .bind(to)
+            .fetch_all(pool)
+            .await
+            .expect("plain sql runs")
+            .iter()
+            .map(tally_of_row)
+            .collect(),
+        Plain::Postgres(pool) => sqlx::query(&plain_sql_text(group, true))
+            .bind(from)
+            .bind(to)
+            .fetch_all(pool)
+            .await
+            .expect("plain sql runs")
+            .iter()
+            .map(tally_of_row)
+            .collect(),
+    }
 }
 
 /// The metrics both sides compute (plain SQL has no percentiles).
@@ -137,52 +198,107 @@ fn agree(a: &[Metrics], b: &[Metrics]) -> bool {
         })
 }
 
-#[tokio::main]
-async fn main() {
-    let args = args();
-    let now = chrono::Utc::now().timestamp_millis();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let params = MetricParams::default();
+/// Where the benchmark's database lives, and whether it already holds the CDRs.
+struct Database {
+    url: String,
+    loaded_at: Option<i64>,
+    /// A PostgreSQL database to drop at the end (admin URL, name) unless kept.
+    drop_pg: Option<(String, String)>,
+    _dir: Option<tempfile::TempDir>,
+}
 
-    let t = Instant::now();
-    let cdrs = generate(args.cdrs, args.agents, now);
-    println!(
-        "generated {} CDRs from the simulator's mix in {:.1} s",
-        cdrs.len(),
-        t.elapsed().as_secs_f64()
-    );
-
-    let store = store::open(&url, params).await.expect("store opens");
-    let t = Instant::now();
-    for chunk in cdrs.chunks(5_000) {
-        store
-            .upsert_cdrs(chunk, Timestamp(now))
+async fn database(args: &Args) -> Database {
+    let (url, drop_pg, dir) = if args.postgres {
+        let admin = std::env::var("CALLPULSE_BENCH_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let name = args
+            .keep
+            .clone()
+            .unwrap_or_else(|| format!("callpulse_bench_queries_{:08x}", rand::random::<u32>()));
+        let mut conn = sqlx::PgConnection::connect(&admin)
             .await
-            .expect("cdrs load");
+            .expect("PostgreSQL is reachable");
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                .bind(&name)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        if !exists {
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        let cut = admin.rfind('/').unwrap();
+        let url = format!("{}/{name}", &admin[..cut]);
+        let drop_pg = args.keep.is_none().then_some((admin, name));
+        (url, drop_pg, None)
+    } else if let Some(path) = &args.keep {
+        (format!("sqlite://{path}"), None, None)
+    } else {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+        (url, None, Some(dir))
+    };
+    let mut db = Database {
+        url,
+        loaded_at: None,
+        drop_pg,
+        _dir: dir,
+    };
+    if args.keep.is_some() {
+        db.loaded_at = loaded_at(&db.url, args.cdrs).await;
     }
-    let load_secs = t.elapsed().as_secs_f64();
-    println!(
-        "loaded them through the store (CDRs + rollups) at {:.0} CDRs/s",
-        cdrs.len() as f64 / load_secs
-    );
-    drop(cdrs);
+    db
+}
 
-    let pool = sqlx::sqlite::SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect(&url)
-        .await
-        .expect("plain pool");
+/// The `now` a kept database was loaded at, if it holds `cdrs` CDRs.
+async fn loaded_at(url: &str, cdrs: usize) -> Option<i64> {
+    let sql = "SELECT now_ms, cdrs FROM bench_loaded";
+    let (now, n): (i64, i64) = if url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(url).await.ok()?;
+        sqlx::query_as(sql).fetch_one(&mut conn).await.ok()?
+    } else {
+        let mut conn = sqlx::PgConnection::connect(url).await.ok()?;
+        sqlx::query_as(sql).fetch_one(&mut conn).await.ok()?
+    };
+    (n == cdrs as i64).then_some(now)
+}
+
+async fn mark_loaded(url: &str, now: i64, cdrs: usize) {
+    let statements = [
+        "CREATE TABLE bench_loaded (now_ms BIGINT NOT NULL, cdrs BIGINT NOT NULL)".to_owned(),
+        format!("INSERT INTO bench_loaded VALUES ({now}, {cdrs})"),
+    ];
+    for sql in &statements {
+        if url.starts_with("sqlite:") {
+            let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+            sqlx::query(sql).execute(&mut conn).await.unwrap();
+        } else {
+            let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::query(sql).execute(&mut conn).await.unwrap();
+        }
+    }
+}
+
+/// Times each case both ways; prints a line per case and the set's total. Returns whether all
+/// agreed.
+async fn run_set(
+    title: &str,
+    cases: &[Case],
+    store: &dyn Store,
+    plain: &Plain,
+    runs: usize,
+) -> bool {
     let tz = chrono_tz::UTC;
-    let cases = common::dashboard_cases(now);
-
     println!(
         "\n{:<22} {:>8} {:>12} {:>12} {:>9} {:>7}",
-        "query", "groups", "engine ms", "plain ms", "speed-up", "agree"
+        title, "groups", "engine ms", "plain ms", "speed-up", "agree"
     );
     let (mut engine_total, mut plain_total) = (0.0, 0.0);
     let mut all_agree = true;
-    for case in &cases {
+    for case in cases {
         let q = MetricsQuery {
             from: Timestamp(case.from),
             to: Timestamp(case.to),
@@ -192,11 +308,9 @@ async fn main() {
         };
         let mut engine_times = Vec::new();
         let mut engine_metrics = Vec::new();
-        for _ in 0..args.runs {
+        for _ in 0..runs {
             let t = Instant::now();
-            let answer = metrics::query(store.as_ref(), &q, &params)
-                .await
-                .expect("query runs");
+            let answer = metrics::query(store, &q).await.expect("query runs");
             let groups: Vec<(GroupKey, Metrics)> = answer
                 .groups
                 .iter()
@@ -216,10 +330,10 @@ async fn main() {
         }
         let mut plain_times = Vec::new();
         let mut plain_metrics = Vec::new();
-        for _ in 0..args.runs {
+        for _ in 0..runs {
             let t = Instant::now();
-            let rows = plain_sql(&pool, case.from, case.to, case.sql_group).await;
-            plain_metrics = rows.iter().map(|(_, t)| t.metrics()).collect::<Vec<_>>();
+            let rows = plain_sql(plain, case.from, case.to, case.sql_group).await;
+            plain_metrics = rows.iter().map(Tally::metrics).collect::<Vec<_>>();
             plain_times.push(t.elapsed().as_secs_f64() * 1000.0);
         }
         let (e, p) = (median(engine_times), median(plain_times));
@@ -245,10 +359,105 @@ async fn main() {
         plain_total,
         plain_total / engine_total
     );
+    all_agree
+}
+
+#[tokio::main]
+async fn main() {
+    let args = args();
+    let params = MetricParams::default();
+    let db = database(&args).await;
+    let store: Arc<dyn Store> = store::open(&db.url, params).await.expect("store opens");
+    let now = match db.loaded_at {
+        Some(now) => {
+            println!("reusing {} CDRs loaded earlier into {}", args.cdrs, db.url);
+            now
+        }
+        None => {
+            let now = chrono::Utc::now().timestamp_millis();
+            let t = Instant::now();
+            let cdrs = generate(args.cdrs, args.agents, now);
+            println!(
+                "generated {} CDRs from the simulator's mix in {:.1} s",
+                cdrs.len(),
+                t.elapsed().as_secs_f64()
+            );
+            let t = Instant::now();
+            for chunk in cdrs.chunks(5_000) {
+                store
+                    .upsert_cdrs(chunk, Timestamp(now))
+                    .await
+                    .expect("cdrs load");
+            }
+            println!(
+                "loaded them through the store (CDRs + rollups) at {:.0} CDRs/s",
+                cdrs.len() as f64 / t.elapsed().as_secs_f64()
+            );
+            // Back-filled days sit in PostgreSQL's default partitions until maintenance adopts
+            // them (a no-op on SQLite).
+            store
+                .maintain(Timestamp(now), &store::RetentionPolicy::KEEP_ALL)
+                .await
+                .expect("maintenance runs");
+            if args.keep.is_some() {
+                mark_loaded(&db.url, now, args.cdrs).await;
+            }
+            now
+        }
+    };
+    let plain = if args.postgres {
+        Plain::Postgres(
+            sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(&db.url)
+                .await
+                .expect("plain pool"),
+        )
+    } else {
+        Plain::Sqlite(
+            sqlx::sqlite::SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect(&db.url)
+                .await
+                .expect("plain pool"),
+        )
+    };
+    let mut all_agree = run_set(
+        "dashboard query",
+        &common::dashboard_cases(now),
+        store.as_ref(),
+        &plain,
+        args.runs,
+    )
+    .await;
+    all_agree &= run_set(
+        "any window",
+        &common::unaligned_cases(now),
+        store.as_ref(),
+        &plain,
+        args.runs,
+    )
+    .await;
     println!(
-        "\nmedians of {} runs; {} CDRs over 60 days; SQLite; engine = metrics::query (rollups)",
-        args.runs, args.cdrs
+        "\nmedians of {} runs; {} CDRs over 60 days, {} agents; {}; engine = metrics::query \
+         (rollups), plain = SQL GROUP BY over cdrs",
+        args.runs,
+        args.cdrs,
+        args.agents,
+        if args.postgres {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        }
     );
+    drop(store);
+    if let Some((admin, name)) = db.drop_pg {
+        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
     if !all_agree {
         eprintln!("the engine and plain SQL disagree");
         std::process::exit(1);

@@ -168,7 +168,6 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         evaluator,
         state.store.clone(),
         state.live.clone(),
-        state.metrics.params,
         deliver_wake.clone(),
         shutdown.clone(),
     )));

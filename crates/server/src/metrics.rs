@@ -7,11 +7,10 @@
 
 use crate::store::rollup::{Level, Slice};
 use crate::store::{
-    BUCKET_MS, Buckets, CdrQuery, MetricFilter, RollupRow, SliceFilter, Store, StoreError,
-    bucket_of,
+    BUCKET_MS, Buckets, MetricFilter, RollupRow, SliceFilter, Store, StoreError, bucket_of,
 };
 use callpulse_core::Timestamp;
-use callpulse_core::metrics::{MetricParams, Tally};
+use callpulse_core::metrics::Tally;
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, TimeZone, Timelike};
 use chrono_tz::Tz;
 use std::collections::BTreeMap;
@@ -150,22 +149,43 @@ fn slice_for(q: &MetricsQuery) -> Option<(Slice, Option<&str>)> {
     }
 }
 
-/// Tiles `[from, to)` with the coarsest aligned buckets; what no bucket fits is left as edges
-/// (read from CDRs). When no call starts at or after `to` (`open_end`), a bucket may reach past
-/// `to`: its part after `to` is empty.
-fn tile(
+/// A part of a window no bucket fits, read from the CDRs' stored contributions: added, or (the
+/// rest of a quarter-hour taken whole) subtracted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Edge {
     from: i64,
     to: i64,
-    open_end: bool,
-    blocks: &mut Vec<(Level, i64)>,
-    edges: &mut Vec<(i64, i64)>,
-) {
-    let mut t = from;
+    sign: i64,
+}
+
+/// Tiles `[from, to)` with the coarsest aligned buckets; what no bucket fits is left as edges
+/// (read from CDRs). An edge that runs to a quarter-hour's boundary is read from whichever side of
+/// its cut is shorter: the cut part itself, or the whole quarter-hour less the rest. When no call
+/// starts at or after `to` (`open_end`), a bucket may reach past `to`: its part after `to` is
+/// empty.
+fn tile(from: i64, to: i64, open_end: bool, blocks: &mut Vec<(Level, i64)>, edges: &mut Vec<Edge>) {
     let quarter = Level::Quarter.width_ms();
+    let mut t = from;
     if t.rem_euclid(quarter) != 0 {
-        let e = to.min(t.div_euclid(quarter) * quarter + quarter);
-        edges.push((t, e));
-        t = e;
+        let start = t.div_euclid(quarter) * quarter;
+        let end = start + quarter;
+        if to >= end && t - start < end - t {
+            blocks.push((Level::Quarter, start));
+            edges.push(Edge {
+                from: start,
+                to: t,
+                sign: -1,
+            });
+            t = end;
+        } else {
+            let e = to.min(end);
+            edges.push(Edge {
+                from: t,
+                to: e,
+                sign: 1,
+            });
+            t = e;
+        }
     }
     'tiles: while t < to {
         for level in [Level::Day, Level::Hour, Level::Quarter] {
@@ -176,7 +196,21 @@ fn tile(
                 continue 'tiles;
             }
         }
-        edges.push((t, to));
+        // `t` is quarter-aligned and `to` cuts the quarter-hour starting there.
+        if to - t > t + quarter - to {
+            blocks.push((Level::Quarter, t));
+            edges.push(Edge {
+                from: to,
+                to: t + quarter,
+                sign: -1,
+            });
+        } else {
+            edges.push(Edge {
+                from: t,
+                to,
+                sign: 1,
+            });
+        }
         break;
     }
 }
@@ -201,15 +235,11 @@ fn windows(q: &MetricsQuery) -> Vec<(i64, i64)> {
     }
 }
 
-/// Rows for the query's window: slice rows tiling it, CDRs at the edges; or, when the query
-/// involves two dimensions, the full-combination rollups by quarter-hour.
-async fn rows(
-    store: &dyn Store,
-    q: &MetricsQuery,
-    params: &MetricParams,
-) -> Result<Vec<RollupRow>, StoreError> {
+/// Rows for the query's window: slice rows tiling it, CDRs' contributions at the edges; or, when
+/// the query involves two dimensions, the full-combination rollups by quarter-hour.
+async fn rows(store: &dyn Store, q: &MetricsQuery) -> Result<Vec<RollupRow>, StoreError> {
     let Some((slice, value)) = slice_for(q) else {
-        return combo_rows(store, q, params).await;
+        return combo_rows(store, q).await;
     };
     let latest = store.latest_start().await?;
     let open_end = latest.is_none_or(|l| l < q.to);
@@ -242,18 +272,24 @@ async fn rows(
             out.extend(store.slice_rows(slice, level, &buckets, filter).await?);
         }
     }
-    for (from, to) in edges {
-        out.extend(cdr_rows(store, Timestamp(from), Timestamp(to), &q.filter, params).await?);
+    for edge in edges {
+        let mut rows = store
+            .contributions(Timestamp(edge.from), Timestamp(edge.to), &q.filter)
+            .await?;
+        if edge.sign < 0 {
+            for row in &mut rows {
+                let mut negated = Tally::default();
+                negated.add(&row.tally, -1);
+                row.tally = negated;
+            }
+        }
+        out.extend(rows);
     }
     Ok(out)
 }
 
-/// Rows from the full-combination rollups (15-minute buckets), CDRs at the edges.
-async fn combo_rows(
-    store: &dyn Store,
-    q: &MetricsQuery,
-    params: &MetricParams,
-) -> Result<Vec<RollupRow>, StoreError> {
+/// Rows from the full-combination rollups (15-minute buckets), CDRs' contributions at the edges.
+async fn combo_rows(store: &dyn Store, q: &MetricsQuery) -> Result<Vec<RollupRow>, StoreError> {
     let first_full = bucket_of(Timestamp(q.from.millis() + BUCKET_MS - 1));
     let last_full = bucket_of(q.to);
     let mut out = Vec::new();
@@ -261,51 +297,17 @@ async fn combo_rows(
         out.extend(store.rollup_rows(first_full, last_full, &q.filter).await?);
         for (from, to) in [(q.from, first_full), (last_full, q.to)] {
             if from < to {
-                out.extend(cdr_rows(store, from, to, &q.filter, params).await?);
+                out.extend(store.contributions(from, to, &q.filter).await?);
             }
         }
     } else if q.from < q.to {
-        out.extend(cdr_rows(store, q.from, q.to, &q.filter, params).await?);
+        out.extend(store.contributions(q.from, q.to, &q.filter).await?);
     }
     Ok(out)
 }
 
-async fn cdr_rows(
-    store: &dyn Store,
-    from: Timestamp,
-    to: Timestamp,
-    filter: &MetricFilter,
-    params: &MetricParams,
-) -> Result<Vec<RollupRow>, StoreError> {
-    let mut query = CdrQuery {
-        from: Some(from),
-        to: Some(to),
-        direction: filter.direction,
-        trunk_id: filter.trunk_id.clone(),
-        agent_id: filter.agent_id.clone(),
-        queue: filter.queue.clone(),
-        limit: 1000,
-        ..CdrQuery::default()
-    };
-    let mut out = Vec::new();
-    loop {
-        let page = store.list_cdrs(&query).await?;
-        out.extend(page.iter().map(|c| RollupRow::of(c, params)));
-        match page.last() {
-            Some(last) if page.len() == query.limit as usize => {
-                query.after = Some((last.start_time, last.call_id.clone()));
-            }
-            _ => return Ok(out),
-        }
-    }
-}
-
 /// Totals and groups of a window.
-pub async fn query(
-    store: &dyn Store,
-    q: &MetricsQuery,
-    params: &MetricParams,
-) -> Result<MetricsAnswer, QueryError> {
+pub async fn query(store: &dyn Store, q: &MetricsQuery) -> Result<MetricsAnswer, QueryError> {
     let mut groups: BTreeMap<GroupKey, Tally> = BTreeMap::new();
     if let Some(unit @ (GroupBy::Hour | GroupBy::Day)) = q.group_by {
         let mut start = period_start(q.from, q.tz, unit);
@@ -318,7 +320,7 @@ pub async fn query(
         }
     }
     let mut totals = Tally::default();
-    for row in rows(store, q, params).await? {
+    for row in rows(store, q).await? {
         totals.add(&row.tally, 1);
         if let Some(group_by) = q.group_by {
             groups
@@ -327,6 +329,9 @@ pub async fn query(
                 .add(&row.tally, 1);
         }
     }
+    // A value whose calls were all subtracted again (a quarter-hour taken whole, less its part
+    // outside the window) had none in the window.
+    groups.retain(|key, tally| matches!(key, GroupKey::Time(_)) || !tally.is_empty());
     Ok(MetricsAnswer {
         totals,
         groups: groups.into_iter().collect(),
@@ -386,6 +391,42 @@ mod tests {
         assert_eq!(start.timestamp_millis() % BUCKET_MS, 0);
         let day = period_start(t, tz, GroupBy::Day);
         assert_eq!(day.to_rfc3339(), "2026-11-23T00:00:00+05:30");
+    }
+
+    #[test]
+    fn an_edge_is_read_from_the_shorter_side_of_its_cut() {
+        let q = BUCKET_MS;
+        let day = Level::Day.width_ms();
+        let tiled = |from: i64, to: i64, open_end: bool| {
+            let (mut blocks, mut edges) = (Vec::new(), Vec::new());
+            tile(from, to, open_end, &mut blocks, &mut edges);
+            (blocks, edges)
+        };
+        let edge = |from: i64, to: i64, sign: i64| Edge { from, to, sign };
+        // A start one minute into a quarter: the whole quarter, less that minute.
+        let (blocks, edges) = tiled(day + 60_000, 2 * day, false);
+        assert_eq!(blocks.first(), Some(&(Level::Quarter, day)));
+        assert_eq!(edges, vec![edge(day, day + 60_000, -1)]);
+        // A start one minute before a quarter ends: that minute itself.
+        let (blocks, edges) = tiled(day + q - 60_000, 2 * day, false);
+        assert_eq!(blocks.first(), Some(&(Level::Quarter, day + q)));
+        assert_eq!(edges, vec![edge(day + q - 60_000, day + q, 1)]);
+        // An end one minute before a quarter ends, with calls after it: the quarter less a minute.
+        let (blocks, edges) = tiled(day, day + q - 60_000, false);
+        assert_eq!(blocks, vec![(Level::Quarter, day)]);
+        assert_eq!(edges, vec![edge(day + q - 60_000, day + q, -1)]);
+        // An end one minute into a quarter: that minute.
+        let (blocks, edges) = tiled(day, day + 60_000, false);
+        assert!(blocks.is_empty());
+        assert_eq!(edges, vec![edge(day, day + 60_000, 1)]);
+        // The same end with no call after it: the coarsest bucket there, whose rest is empty.
+        let (blocks, edges) = tiled(day, day + 60_000, true);
+        assert_eq!(blocks, vec![(Level::Day, day)]);
+        assert!(edges.is_empty());
+        // A window inside one quarter is read as it is.
+        let (blocks, edges) = tiled(day + 60_000, day + 120_000, false);
+        assert!(blocks.is_empty());
+        assert_eq!(edges, vec![edge(day + 60_000, day + 120_000, 1)]);
     }
 
     #[test]

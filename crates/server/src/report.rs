@@ -75,7 +75,7 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
         group_by,
         tz,
     };
-    let answer = metrics::query(store.as_ref(), &query, &params).await?;
+    let answer = metrics::query(store.as_ref(), &query).await?;
     println!(
         "{:<26} {:>7} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
         "group",

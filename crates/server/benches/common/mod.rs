@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use callpulse_core::{BuildParams, Cdr, Timestamp};
-use callpulse_server::metrics::{GroupBy, summary_windows};
+use callpulse_server::metrics::{GroupBy, start_of_day, summary_windows};
 use callpulse_server::simulate::wire::{self, Participant, Room};
 use callpulse_server::simulate::{random_call, script_cdrs};
 use livekit_protocol::participant_info::Kind;
@@ -85,27 +85,36 @@ pub struct Case {
     pub sql_group: &'static str,
 }
 
-/// The dashboard's query set at `now` (UTC days).
+/// The dashboard's query set at `now` (UTC days), with the windows the dashboard asks for: its
+/// trend charts and breakdowns start at a local midnight (`charts.rs`, `summary_windows`) and run
+/// to now; the summary compares today with the same weekday a week earlier up to the same time.
 pub fn dashboard_cases(now: i64) -> Vec<Case> {
     let windows = summary_windows(None, chrono_tz::UTC, Timestamp(now));
+    let midnight = |days_back: i64| {
+        start_of_day(
+            windows.date - chrono::Duration::days(days_back),
+            chrono_tz::UTC,
+        )
+        .timestamp_millis()
+    };
     vec![
         Case {
             name: "30-day totals",
-            from: now - 30 * DAY_MS,
+            from: midnight(29),
             to: now,
             group_by: None,
             sql_group: "'all'",
         },
         Case {
             name: "7 days by hour",
-            from: now - 7 * DAY_MS,
+            from: midnight(6),
             to: now,
             group_by: Some(GroupBy::Hour),
             sql_group: "start_ms / 3600000",
         },
         Case {
             name: "30 days by day",
-            from: now - 30 * DAY_MS,
+            from: midnight(29),
             to: now,
             group_by: Some(GroupBy::Day),
             sql_group: "start_ms / 86400000",
@@ -119,7 +128,7 @@ pub fn dashboard_cases(now: i64) -> Vec<Case> {
         },
         Case {
             name: "7 days by agent",
-            from: now - 7 * DAY_MS,
+            from: midnight(6),
             to: now,
             group_by: Some(GroupBy::Agent),
             sql_group: "agent_id",
@@ -137,6 +146,43 @@ pub fn dashboard_cases(now: i64) -> Vec<Case> {
             to: windows.last_week.1.millis(),
             group_by: None,
             sql_group: "'all'",
+        },
+    ]
+}
+
+/// Windows whose edges fall anywhere, to the millisecond, as an API user or a Grafana panel
+/// ("last 30 days") asks: every edge cuts a quarter-hour that must be completed from CDRs.
+pub fn unaligned_cases(now: i64) -> Vec<Case> {
+    // An end an hour and a bit before now, so the end edge is not open either.
+    let end = now - 3_600_000 - 7 * 60_000 - 13_457;
+    vec![
+        Case {
+            name: "now-30d to now",
+            from: now - 30 * DAY_MS,
+            to: now,
+            group_by: None,
+            sql_group: "'all'",
+        },
+        Case {
+            name: "30 days by day, cut",
+            from: now - 30 * DAY_MS,
+            to: end,
+            group_by: Some(GroupBy::Day),
+            sql_group: "start_ms / 86400000",
+        },
+        Case {
+            name: "7 days by hour, cut",
+            from: now - 7 * DAY_MS,
+            to: end,
+            group_by: Some(GroupBy::Hour),
+            sql_group: "start_ms / 3600000",
+        },
+        Case {
+            name: "7 days by agent, cut",
+            from: now - 7 * DAY_MS,
+            to: end,
+            group_by: Some(GroupBy::Agent),
+            sql_group: "agent_id",
         },
     ]
 }

@@ -11,7 +11,7 @@ use callpulse_core::Outcome;
 use callpulse_core::Timestamp;
 use callpulse_core::alerts::{AlertState, Observation, Transition, observe, step};
 use callpulse_core::live::LiveSummary;
-use callpulse_core::metrics::{MetricParams, Tally};
+use callpulse_core::metrics::Tally;
 use chrono::TimeZone;
 use chrono_tz::Tz;
 use serde_json::{Value, json};
@@ -79,14 +79,13 @@ impl Evaluator {
         &mut self,
         store: &dyn Store,
         live: &LiveHub,
-        params: &MetricParams,
         now: Timestamp,
     ) -> Result<usize, StoreError> {
         let mut recorded = 0;
         let summary = live.summary(now);
         let config = self.config.clone();
         for rule in &config.rules {
-            let readings = self.read(rule, store, params, &summary, now).await?;
+            let readings = self.read(rule, store, &summary, now).await?;
             for (key, reading) in readings {
                 let id = (rule.name.clone(), key.clone());
                 let state = self
@@ -137,7 +136,6 @@ impl Evaluator {
         &self,
         rule: &Rule,
         store: &dyn Store,
-        params: &MetricParams,
         summary: &LiveSummary,
         now: Timestamp,
     ) -> Result<BTreeMap<String, Reading>, StoreError> {
@@ -154,12 +152,10 @@ impl Evaluator {
                     group_by: rule.per_trunk.then_some(GroupBy::Trunk),
                     tz: self.tz,
                 };
-                let answer = metrics::query(store, &q, params)
-                    .await
-                    .map_err(|e| match e {
-                        metrics::QueryError::Store(e) => e,
-                        other => StoreError::Corrupt(other.to_string()),
-                    })?;
+                let answer = metrics::query(store, &q).await.map_err(|e| match e {
+                    metrics::QueryError::Store(e) => e,
+                    other => StoreError::Corrupt(other.to_string()),
+                })?;
                 if !rule.per_trunk {
                     out.insert(String::new(), window_reading(rule, metric, &answer.totals));
                 } else {
@@ -397,7 +393,6 @@ pub async fn run_evaluator(
     mut evaluator: Evaluator,
     store: Arc<dyn Store>,
     live: Arc<LiveHub>,
-    params: MetricParams,
     deliver_wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
@@ -423,7 +418,7 @@ pub async fn run_evaluator(
             }
         }
         match evaluator
-            .tick(store.as_ref(), &live, &params, crate::pipeline::now())
+            .tick(store.as_ref(), &live, crate::pipeline::now())
             .await
         {
             Ok(0) => {}

@@ -70,7 +70,7 @@ pub async fn get_chart(
         group_by: Some(group_by),
         tz,
     };
-    let answer = metrics::query(state.store.as_ref(), &q, &state.metrics.params)
+    let answer = metrics::query(state.store.as_ref(), &q)
         .await
         .map_err(query_error)?;
     let points = answer

@@ -137,7 +137,7 @@ pub async fn get_metrics(
         group_by,
         tz,
     };
-    let answer = metrics::query(state.store.as_ref(), &q, &state.metrics.params)
+    let answer = metrics::query(state.store.as_ref(), &q)
         .await
         .map_err(query_error)?;
     let groups: Vec<Value> = answer
@@ -189,13 +189,12 @@ pub async fn get_summary(
         tz,
     };
     let store = state.store.as_ref();
-    let params_m = &state.metrics.params;
-    let today = metrics::query(store, &window(windows.today), params_m)
+    let today = metrics::query(store, &window(windows.today))
         .await
         .map_err(query_error)?
         .totals
         .metrics();
-    let last_week = metrics::query(store, &window(windows.last_week), params_m)
+    let last_week = metrics::query(store, &window(windows.last_week))
         .await
         .map_err(query_error)?
         .totals

@@ -396,6 +396,14 @@ pub trait Store: Send + Sync + 'static {
         to: Timestamp,
         filter: &MetricFilter,
     ) -> Result<Vec<RollupRow>, StoreError>;
+    /// What each CDR starting in `[from, to)` and matching `filter` added to the rollups, as it
+    /// was stored with the CDR: the part of a window no rollup bucket fits.
+    async fn contributions(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        filter: &MetricFilter,
+    ) -> Result<Vec<RollupRow>, StoreError>;
     /// Calls still in progress whose last event is older than `before`.
     async fn open_calls_idle_since(
         &self,

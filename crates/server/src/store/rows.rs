@@ -3,7 +3,7 @@
 
 use super::rollup::{self, Slice};
 use super::{
-    AgentReport, Delivery, IndexedEvent, RawEvent, RollupRow, StoreError, StoredAlert,
+    AgentReport, Delivery, IndexedEvent, RawEvent, RollupRow, StoreError, StoredAlert, bucket_of,
     parse_direction, parse_source,
 };
 use callpulse_core::event::AgentState;
@@ -17,6 +17,7 @@ pub(crate) trait StoreRow {
     fn text(&self, column: &str) -> &str;
     fn opt_text(&self, column: &str) -> Option<String>;
     fn bytes(&self, column: &str) -> &[u8];
+    fn opt_bytes(&self, column: &str) -> Option<&[u8]>;
 }
 
 /// Both backends' rows read the same way.
@@ -33,6 +34,9 @@ macro_rules! store_row {
                 self.get(column)
             }
             fn bytes(&self, column: &str) -> &[u8] {
+                self.get(column)
+            }
+            fn opt_bytes(&self, column: &str) -> Option<&[u8]> {
                 self.get(column)
             }
         }
@@ -141,6 +145,27 @@ pub(crate) fn rollup_row(r: &impl StoreRow) -> Result<RollupRow, StoreError> {
         queue: dim("queue"),
         tally: tally(r)?,
     })
+}
+
+/// What a stored CDR added to the rollups: its `start_ms`, `direction`, `trunk_id`, `agent_id` and
+/// `queue` with the tally in `contribution_tally`; or, in a row written before that column, the
+/// JSON `contribution`. `None` for a row with neither.
+pub(crate) fn contribution(r: &impl StoreRow) -> Result<Option<RollupRow>, StoreError> {
+    if let Some(bytes) = r.opt_bytes("contribution_tally") {
+        let tally = rollup::decode_tally(bytes)
+            .ok_or_else(|| StoreError::Corrupt("undecodable contribution tally".into()))?;
+        return Ok(Some(RollupRow {
+            bucket: bucket_of(Timestamp(r.int("start_ms"))),
+            direction: parse_direction(r.text("direction"))?,
+            trunk_id: r.opt_text("trunk_id"),
+            agent_id: r.opt_text("agent_id"),
+            queue: r.opt_text("queue"),
+            tally,
+        }));
+    }
+    r.opt_text("contribution")
+        .map(|json| decode_json(&json))
+        .transpose()
 }
 
 /// Rows of `trunk_id`, `outcome`, ordered by trunk: each trunk with its outcomes in row order.

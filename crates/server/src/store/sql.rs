@@ -80,13 +80,45 @@ where
         "SELECT bucket_ms, direction, trunk_id, agent_id, queue, tally FROM rollups WHERE bucket_ms >= ",
     );
     sql.push_bind(from).push(" AND bucket_ms < ").push_bind(to);
+    push_metric_filter(&mut sql, filter);
+    sql
+}
+
+fn push_metric_filter<'q, DB>(sql: &mut QueryBuilder<'q, DB>, filter: &MetricFilter)
+where
+    DB: Database,
+    String: Encode<'q, DB> + Type<DB>,
+{
     if let Some(d) = filter.direction {
         sql.push(" AND direction = ")
             .push_bind(d.as_str().to_owned());
     }
-    push_dimension_filters(&mut sql, &filter.trunk_id, &filter.agent_id, &filter.queue);
+    push_dimension_filters(sql, &filter.trunk_id, &filter.agent_id, &filter.queue);
+}
+
+/// What each CDR starting in `[from, to)` and matching `filter` added to the rollups (read by
+/// `rows::contribution`).
+pub(crate) fn contributions<'q, DB>(
+    from: i64,
+    to: i64,
+    filter: &MetricFilter,
+) -> QueryBuilder<'q, DB>
+where
+    DB: Database,
+    i64: Encode<'q, DB> + Type<DB>,
+    String: Encode<'q, DB> + Type<DB>,
+{
+    let mut sql = QueryBuilder::new(format!(
+        "SELECT {CONTRIBUTION_COLUMNS} FROM cdrs WHERE start_ms >= "
+    ));
+    sql.push_bind(from).push(" AND start_ms < ").push_bind(to);
+    push_metric_filter(&mut sql, filter);
     sql
 }
+
+/// The columns `rows::contribution` reads.
+pub(crate) const CONTRIBUTION_COLUMNS: &str =
+    "start_ms, direction, trunk_id, agent_id, queue, contribution_tally, contribution";
 
 /// The rows of one slice and level in `buckets` matching `filter`; `None` when no bucket is asked.
 pub(crate) fn slice_rows<'q, DB>(

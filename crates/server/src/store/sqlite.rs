@@ -139,7 +139,10 @@ impl SqliteStore {
         })
     }
 
-    /// The writer connection, set to commit with `durability`.
+    /// The writer connection, set to commit with `durability`. Its transactions begin IMMEDIATE:
+    /// they take the write lock first (waiting for it under the busy timeout), so one can never
+    /// find, on its first write, that a checkpoint or another process moved the database under the
+    /// snapshot it read (SQLITE_BUSY_SNAPSHOT, which no timeout retries).
     async fn writer(
         &self,
         durability: Durability,
@@ -254,7 +257,7 @@ fn decode_bodies(rows: &[sqlx::sqlite::SqliteRow]) -> Result<Vec<Cdr>, StoreErro
 impl Store for SqliteStore {
     async fn append(&self, batch: &[NewEvent]) -> Result<Vec<Appended>, StoreError> {
         let mut conn = self.writer(Durability::Durable).await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         // One statement per chunk; RETURNING names the rows that were new.
         let mut new_seqs: HashMap<(String, String), i64> = HashMap::new();
         for chunk in batch.chunks(APPEND_CHUNK) {
@@ -408,20 +411,20 @@ impl Store for SqliteStore {
     async fn upsert_cdrs(&self, cdrs: &[Cdr], now: Timestamp) -> Result<(), StoreError> {
         let unique = latest_versions(cdrs);
         let mut conn = self.writer(Durability::Derived).await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let mut deltas = HashMap::new();
         for chunk in unique.chunks(CDR_CHUNK) {
-            let mut select = QueryBuilder::<Sqlite>::new(
-                "SELECT call_id, contribution FROM cdrs WHERE call_id IN (",
-            );
+            let mut select = QueryBuilder::<Sqlite>::new(format!(
+                "SELECT {} FROM cdrs WHERE call_id IN (",
+                sql::CONTRIBUTION_COLUMNS
+            ));
             let mut ids = select.separated(", ");
             for cdr in chunk {
                 ids.push_bind(cdr.call_id.as_str());
             }
             select.push(")");
             for r in select.build().fetch_all(&mut *tx).await? {
-                if let Some(old) = r.get::<Option<&str>, _>(1) {
-                    let old: RollupRow = decode_json(old)?;
+                if let Some(old) = rows::contribution(&r)? {
                     rollup::accumulate(&mut deltas, &old, -1);
                 }
             }
@@ -429,12 +432,16 @@ impl Store for SqliteStore {
             for cdr in chunk {
                 let contribution = RollupRow::of(cdr, &self.params);
                 rollup::accumulate(&mut deltas, &contribution, 1);
-                rows.push((*cdr, encode_json(*cdr)?, encode_json(&contribution)?));
+                rows.push((
+                    *cdr,
+                    encode_json(*cdr)?,
+                    rollup::encode_tally(&contribution.tally),
+                ));
             }
             let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO cdrs (call_id, start_ms, end_ms, last_event_ms, direction, outcome,
-                    trunk_id, agent_id, queue, room_sid, room_name, body, updated_at_ms, contribution,
-                    answer_ms, wrap_up_ms, short_abandon, transfer_type) ",
+                    trunk_id, agent_id, queue, room_sid, room_name, body, updated_at_ms,
+                    contribution_tally, answer_ms, wrap_up_ms, short_abandon, transfer_type) ",
             );
             insert.push_values(&rows, |mut b, (cdr, body, contribution)| {
                 b.push_bind(cdr.call_id.as_str())
@@ -450,7 +457,7 @@ impl Store for SqliteStore {
                     .push_bind(cdr.room_name.as_deref())
                     .push_bind(body.as_str())
                     .push_bind(now.millis())
-                    .push_bind(contribution.as_str())
+                    .push_bind(contribution.as_slice())
                     .push_bind(cdr.answer_time.map(Timestamp::millis))
                     .push_bind((cdr.wrap_up_seconds * 1000.0).round() as i64)
                     .push_bind(cdr.short_abandon)
@@ -463,7 +470,8 @@ impl Store for SqliteStore {
                     trunk_id = excluded.trunk_id, agent_id = excluded.agent_id,
                     queue = excluded.queue, room_sid = excluded.room_sid,
                     room_name = excluded.room_name, body = excluded.body,
-                    updated_at_ms = excluded.updated_at_ms, contribution = excluded.contribution,
+                    updated_at_ms = excluded.updated_at_ms, contribution = NULL,
+                    contribution_tally = excluded.contribution_tally,
                     answer_ms = excluded.answer_ms, wrap_up_ms = excluded.wrap_up_ms,
                     short_abandon = excluded.short_abandon, transfer_type = excluded.transfer_type",
             );
@@ -498,6 +506,21 @@ impl Store for SqliteStore {
         let mut sql = sql::rollup_rows::<Sqlite>(from.millis(), to.millis(), filter);
         let rows = sql.build().fetch_all(&self.pool).await?;
         rows.iter().map(rows::rollup_row).collect()
+    }
+
+    async fn contributions(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        filter: &MetricFilter,
+    ) -> Result<Vec<RollupRow>, StoreError> {
+        let mut sql = sql::contributions::<Sqlite>(from.millis(), to.millis(), filter);
+        let rows = sql.build().fetch_all(&self.pool).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.extend(rows::contribution(r)?);
+        }
+        Ok(out)
     }
 
     async fn slice_rows(
@@ -645,7 +668,7 @@ impl Store for SqliteStore {
     ) -> Result<i64, StoreError> {
         let notice = t.notice.to_string();
         let mut conn = self.writer(Durability::Durable).await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "INSERT INTO alert_states (rule, key, state, since_ms, notice) VALUES (?, ?, ?, ?, ?)
              ON CONFLICT (rule, key) DO UPDATE
@@ -779,7 +802,7 @@ impl Store for SqliteStore {
 
     async fn reset_derived(&self) -> Result<(), StoreError> {
         let mut conn = self.writer(Durability::Derived).await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         for table in ["call_events", "cdrs", "cursors", "rollups", "rollup_slices"] {
             sqlx::query(&format!("DELETE FROM {table}"))
                 .execute(&mut *tx)
@@ -801,7 +824,7 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let rows: Vec<(i64, &CallEvent)> = rows.iter().map(|(seq, _, e)| (*seq, e)).collect();
         let mut conn = self.writer(Durability::Derived).await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         insert_call_events(&mut tx, &rows).await?;
         tx.commit().await?;
         Ok(())
@@ -835,21 +858,37 @@ impl Store for SqliteStore {
 }
 
 /// Checkpoints the WAL every [`CHECKPOINT_EVERY`] until `stop`. PASSIVE: it copies what no
-/// reader still needs and never waits for, or blocks, the writer.
+/// reader still needs and never waits for, or blocks, the writer. Under writes that never pause,
+/// a passive checkpoint never catches up with the end of the WAL, so the WAL is never restarted
+/// and grows without bound (8 GB while loading a million CDRs); past [`WAL_LIMIT_PAGES`] the
+/// checkpoint is a TRUNCATE, which waits for the writer's current transaction, holds the next one
+/// back while it copies the rest, and empties the file.
 async fn checkpoint_wal(pool: SqlitePool, stop: tokio_util::sync::CancellationToken) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(CHECKPOINT_EVERY) => {}
         }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&pool)
-            .await
-        {
+        let passive: Result<(i64, i64, i64), _> = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&pool)
+            .await;
+        let result = match passive {
+            Ok((_, wal_pages, _)) if wal_pages > WAL_LIMIT_PAGES => {
+                sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .execute(&pool)
+                    .await
+                    .map(drop)
+            }
+            other => other.map(drop),
+        };
+        if let Err(e) = result {
             tracing::warn!(error = %e, "WAL checkpoint failed");
         }
     }
 }
+
+/// WAL pages (4 KiB) past which the checkpointer empties the WAL: 64 MiB.
+const WAL_LIMIT_PAGES: i64 = 16_384;
 
 /// Indexes call events under their log rows, a chunk per statement.
 async fn insert_call_events(

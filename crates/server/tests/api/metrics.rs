@@ -161,7 +161,7 @@ async fn rollups_equal_a_direct_computation_after_live_rewrites() {
             group_by: Some(GroupBy::Hour),
             tz,
         };
-        let answer = query(store.as_ref(), &q, &params).await.unwrap();
+        let answer = query(store.as_ref(), &q).await.unwrap();
         let direct = tally_cdrs(
             all.iter()
                 .filter(|c| (from..to).contains(&c.start_time.millis())),
@@ -232,7 +232,7 @@ async fn rollups_equal_a_direct_computation_after_live_rewrites() {
                 group_by: *group_by,
                 tz,
             };
-            let answer = query(store.as_ref(), &q, &params).await.unwrap();
+            let answer = query(store.as_ref(), &q).await.unwrap();
             let direct = tally_cdrs(
                 all.iter()
                     .filter(|c| (from..to).contains(&c.start_time.millis()) && matches(filter, c)),
@@ -264,7 +264,7 @@ async fn rollups_equal_a_direct_computation_after_live_rewrites() {
         group_by: None,
         tz,
     };
-    let after = query(store.as_ref(), &q, &params).await.unwrap();
+    let after = query(store.as_ref(), &q).await.unwrap();
     assert_eq!(after.totals, tally_cdrs(all.iter(), &params));
 }
 

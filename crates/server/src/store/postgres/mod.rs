@@ -408,15 +408,15 @@ impl Store for PgStore {
                 .collect();
             let mut moved_ids = Vec::new();
             let mut moved_starts = Vec::new();
-            for r in sqlx::query(
-                "SELECT call_id, start_ms, contribution FROM cdrs WHERE call_id = ANY($1)",
-            )
+            for r in sqlx::query(&format!(
+                "SELECT call_id, {} FROM cdrs WHERE call_id = ANY($1)",
+                sql::CONTRIBUTION_COLUMNS
+            ))
             .bind(&ids)
             .fetch_all(&mut *tx)
             .await?
             {
-                if let Some(old) = r.get::<Option<&str>, _>("contribution") {
-                    let old: RollupRow = decode_json(old)?;
+                if let Some(old) = rows::contribution(&r)? {
                     rollup::accumulate(&mut deltas, &old, -1);
                 }
                 let call_id: String = r.get("call_id");
@@ -441,12 +441,16 @@ impl Store for PgStore {
             for cdr in chunk {
                 let contribution = RollupRow::of(cdr, &self.params);
                 rollup::accumulate(&mut deltas, &contribution, 1);
-                rows.push((*cdr, encode_json(*cdr)?, encode_json(&contribution)?));
+                rows.push((
+                    *cdr,
+                    encode_json(*cdr)?,
+                    rollup::encode_tally(&contribution.tally),
+                ));
             }
             let mut insert = QueryBuilder::<Postgres>::new(
                 "INSERT INTO cdrs (call_id, start_ms, end_ms, last_event_ms, direction, outcome,
-                    trunk_id, agent_id, queue, room_sid, room_name, body, updated_at_ms, contribution,
-                    answer_ms, wrap_up_ms, short_abandon, transfer_type) ",
+                    trunk_id, agent_id, queue, room_sid, room_name, body, updated_at_ms,
+                    contribution_tally, answer_ms, wrap_up_ms, short_abandon, transfer_type) ",
             );
             insert.push_values(&rows, |mut b, (cdr, body, contribution)| {
                 b.push_bind(cdr.call_id.as_str())
@@ -463,7 +467,7 @@ impl Store for PgStore {
                     .push_bind(body.as_str())
                     .push_unseparated("::jsonb")
                     .push_bind(now.millis())
-                    .push_bind(contribution.as_str())
+                    .push_bind(contribution.as_slice())
                     .push_bind(cdr.answer_time.map(Timestamp::millis))
                     .push_bind((cdr.wrap_up_seconds * 1000.0).round() as i64)
                     .push_bind(cdr.short_abandon)
@@ -476,7 +480,8 @@ impl Store for PgStore {
                     trunk_id = excluded.trunk_id, agent_id = excluded.agent_id,
                     queue = excluded.queue, room_sid = excluded.room_sid,
                     room_name = excluded.room_name, body = excluded.body,
-                    updated_at_ms = excluded.updated_at_ms, contribution = excluded.contribution,
+                    updated_at_ms = excluded.updated_at_ms, contribution = NULL,
+                    contribution_tally = excluded.contribution_tally,
                     answer_ms = excluded.answer_ms, wrap_up_ms = excluded.wrap_up_ms,
                     short_abandon = excluded.short_abandon, transfer_type = excluded.transfer_type",
             );
@@ -507,6 +512,21 @@ impl Store for PgStore {
         notify(&mut tx, CDRS_CHANNEL, &payload).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn contributions(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        filter: &MetricFilter,
+    ) -> Result<Vec<RollupRow>, StoreError> {
+        let mut sql = sql::contributions::<Postgres>(from.millis(), to.millis(), filter);
+        let rows = sql.build().fetch_all(&self.pool).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.extend(rows::contribution(r)?);
+        }
+        Ok(out)
     }
 
     async fn slice_rows(
