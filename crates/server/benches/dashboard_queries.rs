@@ -7,10 +7,12 @@
 //! set asks windows whose edges fall anywhere (an API user, a Grafana panel).
 //!
 //! usage: cargo bench --bench dashboard_queries -- [--cdrs 1000000] [--runs 7] [--agents 500]
-//!        [--database sqlite|postgres] [--keep NAME]
+//!        [--database sqlite|postgres] [--keep NAME] [--engine-only] [--only NAME]
 //!
 //! `--keep` keeps the loaded database (a SQLite file path, or a PostgreSQL database name on the
 //! server of `CALLPULSE_BENCH_POSTGRES`) and reuses it on the next run instead of loading again.
+//! `--engine-only` skips the plain SQL side and `--only` keeps the query named NAME
+//! (for profiling the engine).
 
 mod common;
 
@@ -30,17 +32,21 @@ struct Args {
     agents: usize,
     postgres: bool,
     keep: Option<String>,
+    engine_only: bool,
+    only: Option<String>,
 }
 
 fn args() -> Args {
+    let argv: Vec<String> = std::env::args().collect();
     let mut a = Args {
         cdrs: 1_000_000,
         runs: 7,
         agents: 500,
         postgres: false,
         keep: None,
+        engine_only: argv.iter().any(|a| a == "--engine-only"),
+        only: None,
     };
-    let argv: Vec<String> = std::env::args().collect();
     for pair in argv.windows(2) {
         let n = pair[1].replace('_', "").parse().ok();
         match (pair[0].as_str(), n) {
@@ -49,6 +55,7 @@ fn args() -> Args {
             ("--agents", Some(n)) => a.agents = n,
             ("--database", _) => a.postgres = pair[1] == "postgres",
             ("--keep", _) => a.keep = Some(pair[1].clone()),
+            ("--only", _) => a.only = Some(pair[1].clone()),
             _ => {}
         }
     }
@@ -288,8 +295,9 @@ async fn run_set(
     title: &str,
     cases: &[Case],
     store: &dyn Store,
-    plain: &Plain,
+    plain: Option<&Plain>,
     runs: usize,
+    only: Option<&str>,
 ) -> bool {
     let tz = chrono_tz::UTC;
     println!(
@@ -299,6 +307,9 @@ async fn run_set(
     let (mut engine_total, mut plain_total) = (0.0, 0.0);
     let mut all_agree = true;
     for case in cases {
+        if only.is_some_and(|only| case.name != only) {
+            continue;
+        }
         let q = MetricsQuery {
             from: Timestamp(case.from),
             to: Timestamp(case.to),
@@ -330,16 +341,21 @@ async fn run_set(
         }
         let mut plain_times = Vec::new();
         let mut plain_metrics = Vec::new();
-        for _ in 0..runs {
+        for _ in 0..plain.map_or(0, |_| runs) {
             let t = Instant::now();
-            let rows = plain_sql(plain, case.from, case.to, case.sql_group).await;
+            let rows = plain_sql(plain.unwrap(), case.from, case.to, case.sql_group).await;
             plain_metrics = rows.iter().map(Tally::metrics).collect::<Vec<_>>();
             plain_times.push(t.elapsed().as_secs_f64() * 1000.0);
         }
-        let (e, p) = (median(engine_times), median(plain_times));
+        let e = median(engine_times);
+        let p = if plain_times.is_empty() {
+            f64::NAN
+        } else {
+            median(plain_times)
+        };
         engine_total += e;
         plain_total += p;
-        let ok = agree(&engine_metrics, &plain_metrics);
+        let ok = plain.is_none() || agree(&engine_metrics, &plain_metrics);
         all_agree &= ok;
         println!(
             "{:<22} {:>8} {:>12.3} {:>12.3} {:>8.1}x {:>7}",
@@ -426,16 +442,18 @@ async fn main() {
         "dashboard query",
         &common::dashboard_cases(now),
         store.as_ref(),
-        &plain,
+        (!args.engine_only).then_some(&plain),
         args.runs,
+        args.only.as_deref(),
     )
     .await;
     all_agree &= run_set(
         "any window",
         &common::unaligned_cases(now),
         store.as_ref(),
-        &plain,
+        (!args.engine_only).then_some(&plain),
         args.runs,
+        args.only.as_deref(),
     )
     .await;
     println!(
