@@ -115,9 +115,15 @@ fn plain_sql_text(group: &str, postgres: bool) -> String {
             "{inbound_answered} AND answer_ms - start_ms <= 20000"
         )),
     ];
+    // Ordered as the engine orders its groups: bytewise, no value first.
+    let order = if postgres {
+        "1 COLLATE \"C\" NULLS FIRST"
+    } else {
+        "1"
+    };
     format!(
         "SELECT CAST({group} AS TEXT) AS g, {} FROM cdrs WHERE start_ms >= $1 AND start_ms < $2
-         GROUP BY 1 ORDER BY 1",
+         GROUP BY 1 ORDER BY {order}",
         columns.join(", ")
     )
 }

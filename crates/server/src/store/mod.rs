@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 pub use group_commit::{GroupCommit, GroupError};
 pub use postgres::{DAYS_AHEAD, PgStore};
+pub use sql::{CdrRow, cdr_upsert};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]

@@ -4,6 +4,7 @@
 
 use super::rollup::{KeyPart, Level, RollupKey, Slice, direction_code, key_parts};
 use super::{Buckets, CdrQuery, MetricFilter, SliceFilter};
+use callpulse_core::{Cdr, Timestamp};
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
 /// `select` (ending in `FROM cdrs`) with the listing's filters, order and limit. `collate` follows
@@ -198,4 +199,82 @@ pub(crate) fn push_key<'q, 'b, DB>(
             KeyPart::Text(v) => tuple.push_bind(v),
         };
     }
+}
+
+/// A CDR as it is written: the CDR, its JSON body, and its contribution's binary tally.
+pub type CdrRow<'a> = (&'a Cdr, String, Vec<u8>);
+
+/// The stored columns of a CDR, in the order `cdr_upsert` binds them.
+const CDR_COLUMNS: [&str; 18] = [
+    "call_id",
+    "start_ms",
+    "end_ms",
+    "last_event_ms",
+    "direction",
+    "outcome",
+    "trunk_id",
+    "agent_id",
+    "queue",
+    "room_sid",
+    "room_name",
+    "body",
+    "updated_at_ms",
+    "contribution_tally",
+    "answer_ms",
+    "wrap_up_ms",
+    "short_abandon",
+    "transfer_type",
+];
+
+/// Writes `rows` (at `now`), replacing the rows with the same `key` (its columns, comma-separated).
+/// `body_cast` follows the body's placeholder (`::jsonb` on PostgreSQL). A row written here keeps
+/// no JSON `contribution`.
+pub fn cdr_upsert<'q, DB>(
+    rows: &'q [CdrRow<'q>],
+    now: Timestamp,
+    body_cast: &str,
+    key: &str,
+) -> QueryBuilder<'q, DB>
+where
+    DB: Database,
+    i64: Encode<'q, DB> + Type<DB>,
+    Option<i64>: Encode<'q, DB> + Type<DB>,
+    bool: Encode<'q, DB> + Type<DB>,
+    &'q str: Encode<'q, DB> + Type<DB>,
+    Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    &'q [u8]: Encode<'q, DB> + Type<DB>,
+{
+    let mut sql = QueryBuilder::new(format!("INSERT INTO cdrs ({}) ", CDR_COLUMNS.join(", ")));
+    sql.push_values(rows, |mut b, (cdr, body, tally)| {
+        b.push_bind(cdr.call_id.as_str())
+            .push_bind(cdr.start_time.millis())
+            .push_bind(cdr.end_time.map(Timestamp::millis))
+            .push_bind(cdr.last_event_at.millis())
+            .push_bind(cdr.direction.as_str())
+            .push_bind(cdr.outcome.as_str())
+            .push_bind(cdr.trunk_id.as_deref())
+            .push_bind(cdr.agent_id.as_deref())
+            .push_bind(cdr.queue.as_deref())
+            .push_bind(cdr.room_sid.as_deref())
+            .push_bind(cdr.room_name.as_deref())
+            .push_bind(body.as_str())
+            .push_unseparated(body_cast)
+            .push_bind(now.millis())
+            .push_bind(tally.as_slice())
+            .push_bind(cdr.answer_time.map(Timestamp::millis))
+            .push_bind((cdr.wrap_up_seconds * 1000.0).round() as i64)
+            .push_bind(cdr.short_abandon)
+            .push_bind(cdr.transfer_type.map(|t| t.as_str()));
+    });
+    let keyed: Vec<&str> = key.split(',').map(str::trim).collect();
+    let updates: Vec<String> = CDR_COLUMNS
+        .iter()
+        .filter(|c| !keyed.contains(c))
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    sql.push(format_args!(
+        " ON CONFLICT ({key}) DO UPDATE SET {}, contribution = NULL",
+        updates.join(", ")
+    ));
+    sql
 }

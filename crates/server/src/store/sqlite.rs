@@ -438,44 +438,10 @@ impl Store for SqliteStore {
                     rollup::encode_tally(&contribution.tally),
                 ));
             }
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO cdrs (call_id, start_ms, end_ms, last_event_ms, direction, outcome,
-                    trunk_id, agent_id, queue, room_sid, room_name, body, updated_at_ms,
-                    contribution_tally, answer_ms, wrap_up_ms, short_abandon, transfer_type) ",
-            );
-            insert.push_values(&rows, |mut b, (cdr, body, contribution)| {
-                b.push_bind(cdr.call_id.as_str())
-                    .push_bind(cdr.start_time.millis())
-                    .push_bind(cdr.end_time.map(Timestamp::millis))
-                    .push_bind(cdr.last_event_at.millis())
-                    .push_bind(cdr.direction.as_str())
-                    .push_bind(cdr.outcome.as_str())
-                    .push_bind(cdr.trunk_id.as_deref())
-                    .push_bind(cdr.agent_id.as_deref())
-                    .push_bind(cdr.queue.as_deref())
-                    .push_bind(cdr.room_sid.as_deref())
-                    .push_bind(cdr.room_name.as_deref())
-                    .push_bind(body.as_str())
-                    .push_bind(now.millis())
-                    .push_bind(contribution.as_slice())
-                    .push_bind(cdr.answer_time.map(Timestamp::millis))
-                    .push_bind((cdr.wrap_up_seconds * 1000.0).round() as i64)
-                    .push_bind(cdr.short_abandon)
-                    .push_bind(cdr.transfer_type.map(|t| t.as_str()));
-            });
-            insert.push(
-                " ON CONFLICT (call_id) DO UPDATE SET start_ms = excluded.start_ms,
-                    end_ms = excluded.end_ms, last_event_ms = excluded.last_event_ms,
-                    direction = excluded.direction, outcome = excluded.outcome,
-                    trunk_id = excluded.trunk_id, agent_id = excluded.agent_id,
-                    queue = excluded.queue, room_sid = excluded.room_sid,
-                    room_name = excluded.room_name, body = excluded.body,
-                    updated_at_ms = excluded.updated_at_ms, contribution = NULL,
-                    contribution_tally = excluded.contribution_tally,
-                    answer_ms = excluded.answer_ms, wrap_up_ms = excluded.wrap_up_ms,
-                    short_abandon = excluded.short_abandon, transfer_type = excluded.transfer_type",
-            );
-            insert.build().execute(&mut *tx).await?;
+            sql::cdr_upsert::<Sqlite>(&rows, now, "", "call_id")
+                .build()
+                .execute(&mut *tx)
+                .await?;
         }
         let deltas: Vec<(RollupKey, Tally)> =
             deltas.into_iter().filter(|(_, d)| !d.is_empty()).collect();
