@@ -7,10 +7,12 @@
 //! set asks windows whose edges fall anywhere (an API user, a Grafana panel).
 //!
 //! usage: cargo bench --bench dashboard_queries -- [--cdrs 1000000] [--runs 7] [--agents 500]
-//!        [--database sqlite|postgres] [--keep NAME] [--engine-only] [--only NAME]
+//!        [--database sqlite|postgres] [--keep NAME] [--write-peer N] [--engine-only] [--only NAME]
 //!
 //! `--keep` keeps the loaded database (a SQLite file path, or a PostgreSQL database name on the
 //! server of `CALLPULSE_BENCH_POSTGRES`) and reuses it on the next run instead of loading again.
+//! When it loads, it also writes the first `--write-peer` CDRs (default 1,000,000; 0 for none) as
+//! bare rows into a fresh database, to show what the rollup corrections cost the write.
 //! `--engine-only` skips the plain SQL side and `--only` keeps the query named NAME
 //! (for profiling the engine).
 
@@ -34,6 +36,7 @@ struct Args {
     keep: Option<String>,
     engine_only: bool,
     only: Option<String>,
+    write_peer: usize,
 }
 
 fn args() -> Args {
@@ -46,6 +49,7 @@ fn args() -> Args {
         keep: None,
         engine_only: argv.iter().any(|a| a == "--engine-only"),
         only: None,
+        write_peer: 1_000_000,
     };
     for pair in argv.windows(2) {
         let n = pair[1].replace('_', "").parse().ok();
@@ -53,6 +57,7 @@ fn args() -> Args {
             ("--cdrs", Some(n)) => a.cdrs = n,
             ("--runs", Some(n)) => a.runs = n,
             ("--agents", Some(n)) => a.agents = n,
+            ("--write-peer", Some(n)) => a.write_peer = n,
             ("--database", _) => a.postgres = pair[1] == "postgres",
             ("--keep", _) => a.keep = Some(pair[1].clone()),
             ("--only", _) => a.only = Some(pair[1].clone()),
@@ -220,14 +225,15 @@ struct Database {
     _dir: Option<tempfile::TempDir>,
 }
 
-async fn database(args: &Args) -> Database {
-    let (url, drop_pg, dir) = if args.postgres {
+/// A database for the run: kept under `keep` (and reused when it holds `cdrs` CDRs), or fresh.
+async fn database(postgres: bool, keep: Option<&str>, cdrs: usize) -> Database {
+    let (url, drop_pg, dir) = if postgres {
         let admin = std::env::var("CALLPULSE_BENCH_POSTGRES")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let name = args
-            .keep
-            .clone()
-            .unwrap_or_else(|| format!("callpulse_bench_queries_{:08x}", rand::random::<u32>()));
+        let name = keep.map_or_else(
+            || format!("callpulse_bench_queries_{:08x}", rand::random::<u32>()),
+            str::to_owned,
+        );
         let mut conn = sqlx::PgConnection::connect(&admin)
             .await
             .expect("PostgreSQL is reachable");
@@ -245,9 +251,9 @@ async fn database(args: &Args) -> Database {
         }
         let cut = admin.rfind('/').unwrap();
         let url = format!("{}/{name}", &admin[..cut]);
-        let drop_pg = args.keep.is_none().then_some((admin, name));
+        let drop_pg = keep.is_none().then_some((admin, name));
         (url, drop_pg, None)
-    } else if let Some(path) = &args.keep {
+    } else if let Some(path) = keep {
         (format!("sqlite://{path}"), None, None)
     } else {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -260,10 +266,94 @@ async fn database(args: &Args) -> Database {
         drop_pg,
         _dir: dir,
     };
-    if args.keep.is_some() {
-        db.loaded_at = loaded_at(&db.url, args.cdrs).await;
+    if keep.is_some() {
+        db.loaded_at = loaded_at(&db.url, cdrs).await;
     }
     db
+}
+
+impl Database {
+    async fn remove(self) {
+        if let Some((admin, name)) = self.drop_pg {
+            let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// CDRs/s writing `cdrs` as the store writes CDR rows (same statement, same rows per statement and
+/// per transaction) into a fresh database of the same schema, without any rollup work: the peer
+/// of loading through the store.
+async fn rows_alone(postgres: bool, cdrs: &[callpulse_core::Cdr], now: i64) -> f64 {
+    let db = database(postgres, None, 0).await;
+    let params = MetricParams::default();
+    drop(store::open(&db.url, params).await.expect("schema"));
+    let prepared = |part: &'_ [callpulse_core::Cdr]| -> Vec<(String, Vec<u8>)> {
+        part.iter()
+            .map(|c| {
+                let tally = store::RollupRow::of(c, &params).tally;
+                (
+                    serde_json::to_string(c).unwrap(),
+                    store::rollup::encode_tally(&tally),
+                )
+            })
+            .collect()
+    };
+    let t = Instant::now();
+    if postgres {
+        let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+        for chunk in cdrs.chunks(5_000) {
+            let mut tx = pool.begin().await.unwrap();
+            for part in chunk.chunks(500) {
+                let rows: Vec<store::CdrRow> = part
+                    .iter()
+                    .zip(prepared(part))
+                    .map(|(c, (body, tally))| (c, body, tally))
+                    .collect();
+                store::cdr_upsert::<sqlx::Postgres>(
+                    &rows,
+                    Timestamp(now),
+                    "::jsonb",
+                    "call_id, start_ms",
+                )
+                .build()
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            }
+            tx.commit().await.unwrap();
+        }
+    } else {
+        let options = db
+            .url
+            .parse::<sqlx::sqlite::SqliteConnectOptions>()
+            .unwrap()
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Normal);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        for chunk in cdrs.chunks(5_000) {
+            let mut tx = pool.begin().await.unwrap();
+            for part in chunk.chunks(50) {
+                let rows: Vec<store::CdrRow> = part
+                    .iter()
+                    .zip(prepared(part))
+                    .map(|(c, (body, tally))| (c, body, tally))
+                    .collect();
+                store::cdr_upsert::<sqlx::Sqlite>(&rows, Timestamp(now), "", "call_id")
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+            }
+            tx.commit().await.unwrap();
+        }
+    }
+    let rate = cdrs.len() as f64 / t.elapsed().as_secs_f64();
+    db.remove().await;
+    rate
 }
 
 /// The `now` a kept database was loaded at, if it holds `cdrs` CDRs.
@@ -388,7 +478,7 @@ async fn run_set(
 async fn main() {
     let args = args();
     let params = MetricParams::default();
-    let db = database(&args).await;
+    let db = database(args.postgres, args.keep.as_deref(), args.cdrs).await;
     let store: Arc<dyn Store> = store::open(&db.url, params).await.expect("store opens");
     let now = match db.loaded_at {
         Some(now) => {
@@ -404,17 +494,32 @@ async fn main() {
                 cdrs.len(),
                 t.elapsed().as_secs_f64()
             );
+            let peer = args.write_peer.min(cdrs.len());
             let t = Instant::now();
-            for chunk in cdrs.chunks(5_000) {
+            let mut first_part = None;
+            for (i, chunk) in cdrs.chunks(5_000).enumerate() {
                 store
                     .upsert_cdrs(chunk, Timestamp(now))
                     .await
                     .expect("cdrs load");
+                if first_part.is_none() && (i + 1) * 5_000 >= peer {
+                    first_part = Some(t.elapsed().as_secs_f64());
+                }
             }
             println!(
                 "loaded them through the store (CDRs + rollups) at {:.0} CDRs/s",
                 cdrs.len() as f64 / t.elapsed().as_secs_f64()
             );
+            if peer > 0 {
+                let with = peer as f64 / first_part.unwrap_or(f64::NAN);
+                let alone = rows_alone(args.postgres, &cdrs[..peer], now).await;
+                println!(
+                    "the first {peer} CDRs: {with:.0} CDRs/s with their rollup corrections, \
+                     {alone:.0} CDRs/s as rows alone (same statements, fresh database): {:.2} \
+                     of the rows-alone rate",
+                    with / alone
+                );
+            }
             // Back-filled days sit in PostgreSQL's default partitions until maintenance adopts
             // them (a no-op on SQLite).
             store
@@ -475,13 +580,7 @@ async fn main() {
         }
     );
     drop(store);
-    if let Some((admin, name)) = db.drop_pg {
-        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-    }
+    db.remove().await;
     if !all_agree {
         eprintln!("the engine and plain SQL disagree");
         std::process::exit(1);
