@@ -98,19 +98,29 @@ where
 }
 
 /// What each CDR starting in `[from, to)` and matching `filter` added to the rollups (read by
-/// `rows::contribution`).
+/// `rows::contribution`): the rows with a binary tally (`legacy` false; SQLite's `cdrs_by_start`
+/// covers this read), or the rows written before that column, which keep the JSON (`legacy`).
 pub(crate) fn contributions<'q, DB>(
     from: i64,
     to: i64,
     filter: &MetricFilter,
+    legacy: bool,
 ) -> QueryBuilder<'q, DB>
 where
     DB: Database,
     i64: Encode<'q, DB> + Type<DB>,
     String: Encode<'q, DB> + Type<DB>,
 {
+    let (columns, which) = if legacy {
+        (
+            CONTRIBUTION_COLUMNS,
+            "contribution_tally IS NULL AND contribution IS NOT NULL",
+        )
+    } else {
+        (CONTRIBUTION_TALLY_COLUMNS, "contribution_tally IS NOT NULL")
+    };
     let mut sql = QueryBuilder::new(format!(
-        "SELECT {CONTRIBUTION_COLUMNS} FROM cdrs WHERE start_ms >= "
+        "SELECT {columns} FROM cdrs WHERE {which} AND start_ms >= "
     ));
     sql.push_bind(from).push(" AND start_ms < ").push_bind(to);
     push_metric_filter(&mut sql, filter);
@@ -120,6 +130,9 @@ where
 /// The columns `rows::contribution` reads.
 pub(crate) const CONTRIBUTION_COLUMNS: &str =
     "start_ms, direction, trunk_id, agent_id, queue, contribution_tally, contribution";
+/// The same without the JSON, for rows known to have the binary tally.
+const CONTRIBUTION_TALLY_COLUMNS: &str =
+    "start_ms, direction, trunk_id, agent_id, queue, contribution_tally, NULL AS contribution";
 
 /// The rows of one slice and level in `buckets` matching `filter`; `None` when no bucket is asked.
 pub(crate) fn slice_rows<'q, DB>(

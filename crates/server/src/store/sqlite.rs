@@ -128,7 +128,7 @@ impl SqliteStore {
             .fetch_one(&pool)
             .await?;
         let stop = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(checkpoint_wal(pool.clone(), stop.clone()));
+        tokio::spawn(checkpoint_wal(pool.clone(), writer.clone(), stop.clone()));
         Ok(SqliteStore {
             pool,
             writer,
@@ -148,19 +148,25 @@ impl SqliteStore {
         durability: Durability,
     ) -> Result<sqlx::pool::PoolConnection<Sqlite>, StoreError> {
         let mut conn = self.writer.acquire().await?;
-        if sqlx::query(durability.pragma())
-            .execute(&mut *conn)
-            .await
-            .is_err()
-        {
+        if conn.is_in_transaction() {
             // A commit that failed (a full disk: SQLITE_FULL) leaves its transaction open, and
-            // the setting cannot change inside one: roll it back (its callers were told it
-            // failed) and try again; failing that, the pool opens a fresh connection next time.
-            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-            if let Err(e) = sqlx::query(durability.pragma()).execute(&mut *conn).await {
-                conn.close_on_drop();
-                return Err(e.into());
+            // neither the setting below nor a new transaction can start inside it: roll it back
+            // (its callers were told it failed).
+            let _ = <<Sqlite as sqlx::Database>::TransactionManager as sqlx::TransactionManager>::rollback(&mut conn).await;
+        }
+        let pragma = sqlx::query(durability.pragma()).execute(&mut *conn).await;
+        if let Err(e) = pragma.map_err(StoreError::from).and_then(|_| {
+            if conn.is_in_transaction() {
+                Err(StoreError::Corrupt(
+                    "the writer's transaction did not end".into(),
+                ))
+            } else {
+                Ok(())
             }
+        }) {
+            // The pool opens a fresh connection next time.
+            conn.close_on_drop();
+            return Err(e);
         }
         Ok(conn)
     }
@@ -480,11 +486,12 @@ impl Store for SqliteStore {
         to: Timestamp,
         filter: &MetricFilter,
     ) -> Result<Vec<RollupRow>, StoreError> {
-        let mut sql = sql::contributions::<Sqlite>(from.millis(), to.millis(), filter);
-        let rows = sql.build().fetch_all(&self.pool).await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            out.extend(rows::contribution(r)?);
+        let mut out = Vec::new();
+        for legacy in [false, true] {
+            let mut sql = sql::contributions::<Sqlite>(from.millis(), to.millis(), filter, legacy);
+            for r in &sql.build().fetch_all(&self.pool).await? {
+                out.extend(rows::contribution(r)?);
+            }
         }
         Ok(out)
     }
@@ -826,10 +833,14 @@ impl Store for SqliteStore {
 /// Checkpoints the WAL every [`CHECKPOINT_EVERY`] until `stop`. PASSIVE: it copies what no
 /// reader still needs and never waits for, or blocks, the writer. Under writes that never pause,
 /// a passive checkpoint never catches up with the end of the WAL, so the WAL is never restarted
-/// and grows without bound (8 GB while loading a million CDRs); past [`WAL_LIMIT_PAGES`] the
-/// checkpoint is a TRUNCATE, which waits for the writer's current transaction, holds the next one
-/// back while it copies the rest, and empties the file.
-async fn checkpoint_wal(pool: SqlitePool, stop: tokio_util::sync::CancellationToken) {
+/// and grows without bound (8 GB while loading a million CDRs). Past [`WAL_LIMIT_PAGES`] the
+/// checkpoint is a TRUNCATE taken on the writer connection itself: it waits its turn among this
+/// process's writes instead of contending for SQLite's lock, copies the rest and empties the file.
+async fn checkpoint_wal(
+    pool: SqlitePool,
+    writer: SqlitePool,
+    stop: tokio_util::sync::CancellationToken,
+) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -841,7 +852,7 @@ async fn checkpoint_wal(pool: SqlitePool, stop: tokio_util::sync::CancellationTo
         let result = match passive {
             Ok((_, wal_pages, _)) if wal_pages > WAL_LIMIT_PAGES => {
                 sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                    .execute(&pool)
+                    .execute(&writer)
                     .await
                     .map(drop)
             }

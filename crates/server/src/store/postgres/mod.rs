@@ -485,11 +485,13 @@ impl Store for PgStore {
         to: Timestamp,
         filter: &MetricFilter,
     ) -> Result<Vec<RollupRow>, StoreError> {
-        let mut sql = sql::contributions::<Postgres>(from.millis(), to.millis(), filter);
-        let rows = sql.build().fetch_all(&self.pool).await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            out.extend(rows::contribution(r)?);
+        let mut out = Vec::new();
+        for legacy in [false, true] {
+            let mut sql =
+                sql::contributions::<Postgres>(from.millis(), to.millis(), filter, legacy);
+            for r in &sql.build().fetch_all(&self.pool).await? {
+                out.extend(rows::contribution(r)?);
+            }
         }
         Ok(out)
     }
