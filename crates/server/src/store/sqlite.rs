@@ -99,7 +99,9 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             // 16 MiB of page cache a connection instead of 2: the pipeline re-reads recent pages.
             .pragma("cache_size", "-16384")
-            .pragma("wal_autocheckpoint", "0");
+            .pragma("wal_autocheckpoint", "0")
+            // A WAL that grew past this is cut back to it when it starts over.
+            .pragma("journal_size_limit", "67108864");
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options.clone())
@@ -830,12 +832,16 @@ impl Store for SqliteStore {
     }
 }
 
-/// Checkpoints the WAL every [`CHECKPOINT_EVERY`] until `stop`. PASSIVE: it copies what no
-/// reader still needs and never waits for, or blocks, the writer. Under writes that never pause,
-/// a passive checkpoint never catches up with the end of the WAL, so the WAL is never restarted
-/// and grows without bound (8 GB while loading a million CDRs). Past [`WAL_LIMIT_PAGES`] the
-/// checkpoint is a TRUNCATE taken on the writer connection itself: it waits its turn among this
-/// process's writes instead of contending for SQLite's lock, copies the rest and empties the file.
+/// Checkpoints the WAL every [`CHECKPOINT_EVERY`] until `stop`, first from a reader connection:
+/// PASSIVE, it copies what no reader still needs and never waits for, or blocks, the writer.
+///
+/// That alone never lets the WAL start over under writes that never pause: a writer restarts the
+/// WAL only when the last checkpoint copied every frame, and by the time a concurrent checkpoint
+/// ends, new commits have added frames, so the WAL grows without bound (8 GB loading a million
+/// CDRs). So once the WAL holds more than [`WAL_RESTART_PAGES`], a second PASSIVE checkpoint runs
+/// on the writer connection itself, in its turn among the writes: it copies only what was
+/// committed since the first (milliseconds of work), and the next write starts the WAL over.
+/// `journal_size_limit` then trims the file.
 async fn checkpoint_wal(
     pool: SqlitePool,
     writer: SqlitePool,
@@ -846,15 +852,11 @@ async fn checkpoint_wal(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(CHECKPOINT_EVERY) => {}
         }
-        let passive: Result<(i64, i64, i64), _> = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-            .fetch_one(&pool)
-            .await;
-        let result = match passive {
-            Ok((_, wal_pages, _)) if wal_pages > WAL_LIMIT_PAGES => {
-                sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                    .execute(&writer)
-                    .await
-                    .map(drop)
+        let passive = "PRAGMA wal_checkpoint(PASSIVE)";
+        let first: Result<(i64, i64, i64), _> = sqlx::query_as(passive).fetch_one(&pool).await;
+        let result = match first {
+            Ok((_, wal_pages, _)) if wal_pages > WAL_RESTART_PAGES => {
+                sqlx::query(passive).execute(&writer).await.map(drop)
             }
             other => other.map(drop),
         };
@@ -864,8 +866,8 @@ async fn checkpoint_wal(
     }
 }
 
-/// WAL pages (4 KiB) past which the checkpointer empties the WAL: 64 MiB.
-const WAL_LIMIT_PAGES: i64 = 16_384;
+/// WAL pages (4 KiB) past which the checkpointer lets the writer start the WAL over: 16 MiB.
+const WAL_RESTART_PAGES: i64 = 4_096;
 
 /// Indexes call events under their log rows, a chunk per statement.
 async fn insert_call_events(
