@@ -122,9 +122,9 @@ fn plain_sql_text(group: &str, postgres: bool) -> String {
     ];
     // Ordered as the engine orders its groups: bytewise, no value first.
     let order = if postgres {
-        "1 COLLATE \"C\" NULLS FIRST"
+        format!("CAST({group} AS TEXT) COLLATE \"C\" NULLS FIRST")
     } else {
-        "1"
+        "1".to_owned()
     };
     format!(
         "SELECT CAST({group} AS TEXT) AS g, {} FROM cdrs WHERE start_ms >= $1 AND start_ms < $2
