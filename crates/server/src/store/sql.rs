@@ -2,10 +2,15 @@
 //! rollup keys. Each backend runs what these build; only placeholders and a few functions
 //! differ between them, and `QueryBuilder` writes the placeholders.
 
-use super::rollup::{KeyPart, Level, RollupKey, Slice, direction_code, key_parts};
-use super::{Buckets, CdrQuery, MetricFilter, SliceFilter};
+use super::rollup::{
+    KeyPart, Level, RollupKey, Slice, accumulate, direction_code, encode_tally, key_parts,
+};
+use super::rows::encode_json;
+use super::{Buckets, CdrQuery, MetricFilter, RollupRow, SliceFilter, StoreError};
+use callpulse_core::metrics::{MetricParams, Tally};
 use callpulse_core::{Cdr, Timestamp};
 use sqlx::{Database, Encode, QueryBuilder, Type};
+use std::collections::HashMap;
 
 /// `select` (ending in `FROM cdrs`) with the listing's filters, order and limit. `collate` follows
 /// `call_id` in the order (PostgreSQL sorts text as SQLite does with `COLLATE "C"`).
@@ -216,6 +221,21 @@ pub(crate) fn push_key<'q, 'b, DB>(
 
 /// A CDR as it is written: the CDR, its JSON body, and its contribution's binary tally.
 pub type CdrRow<'a> = (&'a Cdr, String, Vec<u8>);
+
+/// The rows to write for `cdrs`, their contributions added to `deltas`.
+pub(crate) fn cdr_rows<'a>(
+    cdrs: &[&'a Cdr],
+    params: &MetricParams,
+    deltas: &mut HashMap<RollupKey, Tally>,
+) -> Result<Vec<CdrRow<'a>>, StoreError> {
+    let mut rows = Vec::with_capacity(cdrs.len());
+    for cdr in cdrs {
+        let contribution = RollupRow::of(cdr, params);
+        accumulate(deltas, &contribution, 1);
+        rows.push((*cdr, encode_json(*cdr)?, encode_tally(&contribution.tally)));
+    }
+    Ok(rows)
+}
 
 /// The stored columns of a CDR, in the order `cdr_upsert` binds them.
 const CDR_COLUMNS: [&str; 18] = [

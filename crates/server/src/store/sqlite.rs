@@ -436,16 +436,7 @@ impl Store for SqliteStore {
                     rollup::accumulate(&mut deltas, &old, -1);
                 }
             }
-            let mut rows = Vec::with_capacity(chunk.len());
-            for cdr in chunk {
-                let contribution = RollupRow::of(cdr, &self.params);
-                rollup::accumulate(&mut deltas, &contribution, 1);
-                rows.push((
-                    *cdr,
-                    encode_json(*cdr)?,
-                    rollup::encode_tally(&contribution.tally),
-                ));
-            }
+            let rows = sql::cdr_rows(chunk, &self.params, &mut deltas)?;
             sql::cdr_upsert::<Sqlite>(&rows, now, "", "call_id")
                 .build()
                 .execute(&mut *tx)

@@ -437,16 +437,7 @@ impl Store for PgStore {
                 .execute(&mut *tx)
                 .await?;
             }
-            let mut rows = Vec::with_capacity(chunk.len());
-            for cdr in chunk {
-                let contribution = RollupRow::of(cdr, &self.params);
-                rollup::accumulate(&mut deltas, &contribution, 1);
-                rows.push((
-                    *cdr,
-                    encode_json(*cdr)?,
-                    rollup::encode_tally(&contribution.tally),
-                ));
-            }
+            let rows = sql::cdr_rows(chunk, &self.params, &mut deltas)?;
             sql::cdr_upsert::<Postgres>(&rows, now, "::jsonb", "call_id, start_ms")
                 .build()
                 .execute(&mut *tx)
