@@ -158,60 +158,73 @@ struct Edge {
     sign: i64,
 }
 
-/// Tiles `[from, to)` with the coarsest aligned buckets; what no bucket fits is left as edges
-/// (read from CDRs). An edge that runs to a quarter-hour's boundary is read from whichever side of
-/// its cut is shorter: the cut part itself, or the whole quarter-hour less the rest. When no call
-/// starts at or after `to` (`open_end`), a bucket may reach past `to`: its part after `to` is
-/// empty.
-fn tile(from: i64, to: i64, open_end: bool, blocks: &mut Vec<(Level, i64)>, edges: &mut Vec<Edge>) {
-    let quarter = Level::Quarter.width_ms();
-    let mut t = from;
-    if t.rem_euclid(quarter) != 0 {
-        let start = t.div_euclid(quarter) * quarter;
-        let end = start + quarter;
-        if to >= end && t - start < end - t {
-            blocks.push((Level::Quarter, start));
-            edges.push(Edge {
-                from: start,
-                to: t,
-                sign: -1,
-            });
-            t = end;
-        } else {
-            let e = to.min(end);
-            edges.push(Edge {
-                from: t,
-                to: e,
-                sign: 1,
-            });
-            t = e;
-        }
-    }
-    'tiles: while t < to {
-        for level in [Level::Day, Level::Hour, Level::Quarter] {
-            let w = level.width_ms();
-            if t.rem_euclid(w) == 0 && (t + w <= to || open_end) {
-                blocks.push((level, t));
-                t += w;
-                continue 'tiles;
+/// The buckets and edges that make up a query's windows, each added (`sign` 1) or subtracted
+/// (-1).
+#[derive(Debug, Default)]
+struct Tiling {
+    blocks: Vec<(Level, i64, i64)>,
+    edges: Vec<Edge>,
+}
+
+impl Tiling {
+    /// Covers `[from, to)` with the coarsest aligned buckets; what no bucket fits is left as edges
+    /// (read from CDRs). Where a window cuts a bucket, the shorter side of the cut is read: the
+    /// cut part itself, or the whole bucket less the rest. For quarter-hours that always applies;
+    /// for hours and days only with `whole_buckets` (a query not grouped by time, where a bucket
+    /// reaching past its window cannot land in another group). When no call starts at or after
+    /// `to` (`open_end`), a bucket may reach past `to`: its part after `to` is empty.
+    fn cover(&mut self, from: i64, to: i64, open_end: bool, sign: i64, whole_buckets: bool) {
+        let quarter = Level::Quarter.width_ms();
+        let cuttable = |level: Level| whole_buckets || level == Level::Quarter;
+        let mut t = from;
+        'tiles: while t < to {
+            // `t` cuts a bucket: take it whole, less its part before `t`, when that is shorter.
+            for level in [Level::Day, Level::Hour, Level::Quarter] {
+                let w = level.width_ms();
+                let start = t.div_euclid(w) * w;
+                if start != t
+                    && cuttable(level)
+                    && (start + w <= to || open_end)
+                    && t - start < start + w - t
+                {
+                    self.blocks.push((level, start, sign));
+                    self.cover(start, t, false, -sign, whole_buckets);
+                    t = start + w;
+                    continue 'tiles;
+                }
             }
+            if t.rem_euclid(quarter) != 0 {
+                let end = to.min(t.div_euclid(quarter) * quarter + quarter);
+                self.edges.push(Edge {
+                    from: t,
+                    to: end,
+                    sign,
+                });
+                t = end;
+                continue;
+            }
+            for level in [Level::Day, Level::Hour, Level::Quarter] {
+                let w = level.width_ms();
+                if t.rem_euclid(w) != 0 {
+                    continue;
+                }
+                if t + w <= to || open_end {
+                    self.blocks.push((level, t, sign));
+                    t += w;
+                    continue 'tiles;
+                }
+                // `to` cuts this bucket: take it whole, less its part after `to`, when that is
+                // shorter.
+                if cuttable(level) && to - t > t + w - to {
+                    self.blocks.push((level, t, sign));
+                    self.cover(to, t + w, false, -sign, whole_buckets);
+                    return;
+                }
+            }
+            // `t` is quarter-aligned and `to` cuts the quarter-hour starting there.
+            self.edges.push(Edge { from: t, to, sign });
+            return;
         }
-        // `t` is quarter-aligned and `to` cuts the quarter-hour starting there.
-        if to - t > t + quarter - to {
-            blocks.push((Level::Quarter, t));
-            edges.push(Edge {
-                from: to,
-                to: t + quarter,
-                sign: -1,
-            });
-        } else {
-            edges.push(Edge {
-                from: t,
-                to,
-                sign: 1,
-            });
-        }
-        break;
     }
 }
 
@@ -243,18 +256,21 @@ async fn rows(store: &dyn Store, q: &MetricsQuery) -> Result<Vec<RollupRow>, Sto
     };
     let latest = store.latest_start().await?;
     let open_end = latest.is_none_or(|l| l < q.to);
-    let (mut blocks, mut edges) = (Vec::new(), Vec::new());
+    let by_time = matches!(q.group_by, Some(GroupBy::Hour | GroupBy::Day));
+    let mut tiling = Tiling::default();
     for (from, to) in windows(q) {
         let last = to == q.to.millis();
-        tile(from, to, open_end && last, &mut blocks, &mut edges);
+        tiling.cover(from, to, open_end && last, 1, !by_time);
     }
     let mut out = Vec::new();
-    for level in Level::ALL {
-        let starts: Vec<i64> = blocks
+    for (level, sign) in Level::ALL.into_iter().flat_map(|l| [(l, 1), (l, -1)]) {
+        let mut starts: Vec<i64> = tiling
+            .blocks
             .iter()
-            .filter(|(l, _)| *l == level)
-            .map(|(_, s)| *s)
+            .filter(|(l, _, s)| *l == level && *s == sign)
+            .map(|(_, start, _)| *start)
             .collect();
+        starts.sort_unstable();
         for chunk in starts.chunks(500) {
             let buckets = match (chunk.first(), chunk.last()) {
                 (Some(first), Some(last))
@@ -267,25 +283,31 @@ async fn rows(store: &dyn Store, q: &MetricsQuery) -> Result<Vec<RollupRow>, Sto
             let filter = SliceFilter {
                 direction: q.filter.direction,
                 value,
-                merge: !matches!(q.group_by, Some(GroupBy::Hour | GroupBy::Day)),
+                merge: !by_time,
             };
-            out.extend(store.slice_rows(slice, level, &buckets, filter).await?);
+            let rows = store.slice_rows(slice, level, &buckets, filter).await?;
+            out.extend(signed(rows, sign));
         }
     }
-    for edge in edges {
-        let mut rows = store
+    for edge in tiling.edges {
+        let rows = store
             .contributions(Timestamp(edge.from), Timestamp(edge.to), &q.filter)
             .await?;
-        if edge.sign < 0 {
-            for row in &mut rows {
-                let mut negated = Tally::default();
-                negated.add(&row.tally, -1);
-                row.tally = negated;
-            }
-        }
-        out.extend(rows);
+        out.extend(signed(rows, edge.sign));
     }
     Ok(out)
+}
+
+/// `rows` as they are (`sign` 1) or negated (-1).
+fn signed(mut rows: Vec<RollupRow>, sign: i64) -> Vec<RollupRow> {
+    if sign < 0 {
+        for row in &mut rows {
+            let mut negated = Tally::default();
+            negated.add(&row.tally, -1);
+            row.tally = negated;
+        }
+    }
+    rows
 }
 
 /// Rows from the full-combination rollups (15-minute buckets), CDRs' contributions at the edges.
@@ -398,22 +420,22 @@ mod tests {
         let q = BUCKET_MS;
         let day = Level::Day.width_ms();
         let tiled = |from: i64, to: i64, open_end: bool| {
-            let (mut blocks, mut edges) = (Vec::new(), Vec::new());
-            tile(from, to, open_end, &mut blocks, &mut edges);
-            (blocks, edges)
+            let mut tiling = Tiling::default();
+            tiling.cover(from, to, open_end, 1, false);
+            (tiling.blocks, tiling.edges)
         };
         let edge = |from: i64, to: i64, sign: i64| Edge { from, to, sign };
         // A start one minute into a quarter: the whole quarter, less that minute.
         let (blocks, edges) = tiled(day + 60_000, 2 * day, false);
-        assert_eq!(blocks.first(), Some(&(Level::Quarter, day)));
+        assert_eq!(blocks.first(), Some(&(Level::Quarter, day, 1)));
         assert_eq!(edges, vec![edge(day, day + 60_000, -1)]);
         // A start one minute before a quarter ends: that minute itself.
         let (blocks, edges) = tiled(day + q - 60_000, 2 * day, false);
-        assert_eq!(blocks.first(), Some(&(Level::Quarter, day + q)));
+        assert_eq!(blocks.first(), Some(&(Level::Quarter, day + q, 1)));
         assert_eq!(edges, vec![edge(day + q - 60_000, day + q, 1)]);
         // An end one minute before a quarter ends, with calls after it: the quarter less a minute.
         let (blocks, edges) = tiled(day, day + q - 60_000, false);
-        assert_eq!(blocks, vec![(Level::Quarter, day)]);
+        assert_eq!(blocks, vec![(Level::Quarter, day, 1)]);
         assert_eq!(edges, vec![edge(day + q - 60_000, day + q, -1)]);
         // An end one minute into a quarter: that minute.
         let (blocks, edges) = tiled(day, day + 60_000, false);
@@ -421,12 +443,47 @@ mod tests {
         assert_eq!(edges, vec![edge(day, day + 60_000, 1)]);
         // The same end with no call after it: the coarsest bucket there, whose rest is empty.
         let (blocks, edges) = tiled(day, day + 60_000, true);
-        assert_eq!(blocks, vec![(Level::Day, day)]);
+        assert_eq!(blocks, vec![(Level::Day, day, 1)]);
         assert!(edges.is_empty());
         // A window inside one quarter is read as it is.
         let (blocks, edges) = tiled(day + 60_000, day + 120_000, false);
         assert!(blocks.is_empty());
         assert_eq!(edges, vec![edge(day + 60_000, day + 120_000, 1)]);
+    }
+
+    #[test]
+    fn without_time_groups_hours_and_days_are_taken_whole_less_the_shorter_rest() {
+        let h = Level::Hour.width_ms();
+        let day = Level::Day.width_ms();
+        // From 02:00 to the next midnight: the day less two hours, not 22 hours.
+        let mut tiling = Tiling::default();
+        tiling.cover(day + 2 * h, 2 * day, false, 1, true);
+        assert_eq!(
+            tiling.blocks,
+            vec![
+                (Level::Day, day, 1),
+                (Level::Hour, day, -1),
+                (Level::Hour, day + h, -1)
+            ]
+        );
+        assert!(tiling.edges.is_empty());
+        // From midnight to 23:00, calls after: the day less its last hour.
+        let mut tiling = Tiling::default();
+        tiling.cover(day, 2 * day - h, false, 1, true);
+        assert_eq!(
+            tiling.blocks,
+            vec![(Level::Day, day, 1), (Level::Hour, 2 * day - h, -1)]
+        );
+        // Grouped by time, the same window stays inside its own buckets.
+        let mut tiling = Tiling::default();
+        tiling.cover(day + 2 * h, 2 * day, false, 1, false);
+        assert_eq!(tiling.blocks.len(), 22);
+        assert!(
+            tiling
+                .blocks
+                .iter()
+                .all(|(l, _, s)| *l == Level::Hour && *s == 1)
+        );
     }
 
     #[test]
