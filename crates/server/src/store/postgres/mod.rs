@@ -949,6 +949,60 @@ async fn insert_call_events(
     Ok(())
 }
 
+/// One column of rollup keys, bound as an array.
+enum KeyColumn<'a> {
+    Int(Vec<i64>),
+    Text(Vec<&'a str>),
+}
+
+/// `UNNEST(...) AS k(columns)` over `keys`, a column array each, and the arrays to bind. A
+/// thousand keys given as `(columns) IN ((...), ...)` cost PostgreSQL about 60 ms to plan (one OR
+/// branch each), against 5 ms to run this join.
+fn key_arrays<'a>(combo: bool, keys: &[&'a RollupKey]) -> (String, Vec<KeyColumn<'a>>) {
+    let mut arrays: Vec<KeyColumn<'a>> = Vec::with_capacity(5);
+    for (i, key) in keys.iter().enumerate() {
+        for (c, part) in rollup::key_parts(key).into_iter().enumerate() {
+            if i == 0 {
+                arrays.push(match part {
+                    rollup::KeyPart::Int(_) => KeyColumn::Int(Vec::with_capacity(keys.len())),
+                    rollup::KeyPart::Text(_) => KeyColumn::Text(Vec::with_capacity(keys.len())),
+                });
+            }
+            match (&mut arrays[c], part) {
+                (KeyColumn::Int(v), rollup::KeyPart::Int(n)) => v.push(n),
+                (KeyColumn::Text(v), rollup::KeyPart::Text(t)) => v.push(t),
+                _ => unreachable!("every key of a table has the same column types"),
+            }
+        }
+    }
+    let columns = if combo { COMBO_COLUMNS } else { SLICE_COLUMNS };
+    let casts: Vec<String> = arrays
+        .iter()
+        .enumerate()
+        .map(|(i, a)| match a {
+            KeyColumn::Int(_) => format!("${}::bigint[]", i + 1),
+            KeyColumn::Text(_) => format!("${}::text[]", i + 1),
+        })
+        .collect();
+    (
+        format!("UNNEST({}) AS k({columns})", casts.join(", ")),
+        arrays,
+    )
+}
+
+fn bind_arrays<'q>(
+    mut query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    arrays: &'q [KeyColumn<'q>],
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    for array in arrays {
+        query = match array {
+            KeyColumn::Int(v) => query.bind(v),
+            KeyColumn::Text(v) => query.bind(v),
+        };
+    }
+    query
+}
+
 const COMBO_COLUMNS: &str = "bucket_ms, direction, trunk_id, agent_id, queue";
 const SLICE_COLUMNS: &str = "slice, level, bucket_ms, direction, value";
 
@@ -972,22 +1026,32 @@ async fn apply_deltas(
             continue;
         }
         let keys: Vec<&RollupKey> = mine.iter().map(|(k, _)| k).collect();
-        let mut select = QueryBuilder::<Postgres>::new(format!(
-            "SELECT {columns}, tally FROM {table} WHERE ({columns}) IN "
-        ));
-        sql::push_key_list(&mut select, &keys);
+        let (unnest, arrays) = key_arrays(combo, &keys);
+        let select =
+            format!("SELECT {columns}, tally FROM {table} JOIN {unnest} USING ({columns})");
         let mut current: HashMap<RollupKey, Tally> = HashMap::new();
-        for r in select.build().fetch_all(&mut **tx).await? {
+        for r in bind_arrays(sqlx::query(&select), &arrays)
+            .fetch_all(&mut **tx)
+            .await?
+        {
             let tally = rollup::decode_tally(r.get::<&[u8], _>(5))
                 .ok_or_else(|| StoreError::Corrupt("undecodable rollup tally".into()))?;
             current.insert(key_of_row(combo, &r)?, tally);
         }
         let (emptied, updated) = rollup::fold(current, &mine);
         if !emptied.is_empty() {
-            let mut delete =
-                QueryBuilder::<Postgres>::new(format!("DELETE FROM {table} WHERE ({columns}) IN "));
-            sql::push_key_list(&mut delete, &emptied);
-            delete.build().execute(&mut **tx).await?;
+            let (unnest, arrays) = key_arrays(combo, &emptied);
+            let matching: Vec<String> = columns
+                .split(", ")
+                .map(|c| format!("t.{c} = k.{c}"))
+                .collect();
+            let delete = format!(
+                "DELETE FROM {table} t USING {unnest} WHERE {}",
+                matching.join(" AND ")
+            );
+            bind_arrays(sqlx::query(&delete), &arrays)
+                .execute(&mut **tx)
+                .await?;
         }
         if !updated.is_empty() {
             let extra = if combo { "" } else { ", counters" };
