@@ -10,8 +10,8 @@ mod common;
 
 use callpulse_core::Timestamp;
 use callpulse_core::metrics::MetricParams;
-use callpulse_server::metrics::{self, MetricsQuery};
-use callpulse_server::store::{self, MetricFilter, Store};
+use callpulse_server::metrics;
+use callpulse_server::store::{self, Store};
 use common::{Databases, generate, joined, median, post_webhook, start_server};
 use rand::SeedableRng;
 use std::sync::Arc;
@@ -95,13 +95,7 @@ async fn load(store: &dyn Store, cdrs: &[callpulse_core::Cdr], now: i64) -> f64 
 async fn queries(store: &dyn Store, now: i64, runs: usize) -> Vec<(f64, String)> {
     let mut out = Vec::new();
     for case in common::dashboard_cases(now) {
-        let q = MetricsQuery {
-            from: Timestamp(case.from),
-            to: Timestamp(case.to),
-            filter: MetricFilter::default(),
-            group_by: case.group_by,
-            tz: chrono_tz::UTC,
-        };
+        let q = case.query();
         let mut times = Vec::new();
         let mut answer = String::new();
         for _ in 0..runs {

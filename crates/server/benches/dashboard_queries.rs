@@ -20,8 +20,8 @@ mod common;
 
 use callpulse_core::Timestamp;
 use callpulse_core::metrics::{MetricParams, Metrics, Tally};
-use callpulse_server::metrics::{self, GroupKey, MetricsQuery};
-use callpulse_server::store::{self, MetricFilter, Store};
+use callpulse_server::metrics::{self, GroupKey};
+use callpulse_server::store::{self, Store};
 use sqlx::{Connection, Row};
 use std::sync::Arc;
 use std::time::Instant;
@@ -405,13 +405,7 @@ async fn run_set(
     let mut engine_metrics = vec![Vec::new(); cases.len()];
     for _ in 0..runs {
         for (i, case) in cases.iter().enumerate() {
-            let q = MetricsQuery {
-                from: Timestamp(case.from),
-                to: Timestamp(case.to),
-                filter: MetricFilter::default(),
-                group_by: case.group_by,
-                tz: chrono_tz::UTC,
-            };
+            let q = case.query();
             let t = Instant::now();
             let answer = metrics::query(store, &q).await.expect("query runs");
             let groups: Vec<(GroupKey, Metrics)> = answer

@@ -85,6 +85,19 @@ pub struct Case {
     pub sql_group: &'static str,
 }
 
+impl Case {
+    /// The case as the metric engine's query (UTC, no filter).
+    pub fn query(&self) -> callpulse_server::metrics::MetricsQuery {
+        callpulse_server::metrics::MetricsQuery {
+            from: Timestamp(self.from),
+            to: Timestamp(self.to),
+            filter: callpulse_server::store::MetricFilter::default(),
+            group_by: self.group_by,
+            tz: chrono_tz::UTC,
+        }
+    }
+}
+
 /// The dashboard's query set at `now` (UTC days), with the windows the dashboard asks for: its
 /// trend charts and breakdowns start at a local midnight (`charts.rs`, `summary_windows`) and run
 /// to now; the summary compares today with the same weekday a week earlier up to the same time.
