@@ -102,27 +102,40 @@ where
     push_dimension_filters(sql, &filter.trunk_id, &filter.agent_id, &filter.queue);
 }
 
-/// What each CDR starting in `[from, to)` and matching `filter` added to the rollups (read by
-/// `rows::contribution`): the rows with a binary tally (`legacy` false; SQLite's `cdrs_by_start`
-/// covers this read), or the rows written before that column, which keep the JSON (`legacy`).
+/// Which rows a contribution read takes, by how their contribution is stored.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum StoredAs {
+    /// The binary tally (SQLite's `cdrs_by_start` covers this read).
+    Binary,
+    /// The JSON of rows written before the binary column.
+    Json,
+    /// Both, in one read.
+    Either,
+}
+
+/// What each CDR starting in `[from, to)` and matching `filter` added to the rollups, for the
+/// rows `stored` names (read by `rows::contribution`).
 pub(crate) fn contributions<'q, DB>(
     from: i64,
     to: i64,
     filter: &MetricFilter,
-    legacy: bool,
+    stored: StoredAs,
 ) -> QueryBuilder<'q, DB>
 where
     DB: Database,
     i64: Encode<'q, DB> + Type<DB>,
     String: Encode<'q, DB> + Type<DB>,
 {
-    let (columns, which) = if legacy {
-        (
+    let (columns, which) = match stored {
+        StoredAs::Binary => (CONTRIBUTION_TALLY_COLUMNS, "contribution_tally IS NOT NULL"),
+        StoredAs::Json => (
             CONTRIBUTION_COLUMNS,
             "contribution_tally IS NULL AND contribution IS NOT NULL",
-        )
-    } else {
-        (CONTRIBUTION_TALLY_COLUMNS, "contribution_tally IS NOT NULL")
+        ),
+        StoredAs::Either => (
+            CONTRIBUTION_COLUMNS,
+            "(contribution_tally IS NOT NULL OR contribution IS NOT NULL)",
+        ),
     };
     let mut sql = QueryBuilder::new(format!(
         "SELECT {columns} FROM cdrs WHERE {which} AND start_ms >= "

@@ -39,6 +39,12 @@ pub struct SqliteStore {
     _checkpointer: tokio_util::sync::DropGuard,
 }
 
+/// How every write transaction begins: IMMEDIATE takes the write lock first (waiting for it under
+/// the busy timeout), so a transaction can never find, at its first write, that a checkpoint or
+/// another process moved the database under the snapshot it read (SQLITE_BUSY_SNAPSHOT, which no
+/// timeout retries).
+const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+
 /// Whether a write transaction's commit must be on disk before it returns.
 #[derive(Debug, Clone, Copy)]
 enum Durability {
@@ -141,10 +147,8 @@ impl SqliteStore {
         })
     }
 
-    /// The writer connection, set to commit with `durability`. Its transactions begin IMMEDIATE:
-    /// they take the write lock first (waiting for it under the busy timeout), so one can never
-    /// find, on its first write, that a checkpoint or another process moved the database under the
-    /// snapshot it read (SQLITE_BUSY_SNAPSHOT, which no timeout retries).
+    /// The writer connection, set to commit with `durability`; its transactions begin with
+    /// [`BEGIN_WRITE`].
     async fn writer(
         &self,
         durability: Durability,
@@ -265,7 +269,7 @@ fn decode_bodies(rows: &[sqlx::sqlite::SqliteRow]) -> Result<Vec<Cdr>, StoreErro
 impl Store for SqliteStore {
     async fn append(&self, batch: &[NewEvent]) -> Result<Vec<Appended>, StoreError> {
         let mut conn = self.writer(Durability::Durable).await?;
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = conn.begin_with(BEGIN_WRITE).await?;
         // One statement per chunk; RETURNING names the rows that were new.
         let mut new_seqs: HashMap<(String, String), i64> = HashMap::new();
         for chunk in batch.chunks(APPEND_CHUNK) {
@@ -419,7 +423,7 @@ impl Store for SqliteStore {
     async fn upsert_cdrs(&self, cdrs: &[Cdr], now: Timestamp) -> Result<(), StoreError> {
         let unique = latest_versions(cdrs);
         let mut conn = self.writer(Durability::Derived).await?;
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = conn.begin_with(BEGIN_WRITE).await?;
         let mut deltas = HashMap::new();
         for chunk in unique.chunks(CDR_CHUNK) {
             let mut select = QueryBuilder::<Sqlite>::new(format!(
@@ -480,8 +484,10 @@ impl Store for SqliteStore {
         filter: &MetricFilter,
     ) -> Result<Vec<RollupRow>, StoreError> {
         let mut out = Vec::new();
-        for legacy in [false, true] {
-            let mut sql = sql::contributions::<Sqlite>(from.millis(), to.millis(), filter, legacy);
+        // Two reads, so the first (every row written since the binary column) walks the covering
+        // index alone.
+        for stored in [sql::StoredAs::Binary, sql::StoredAs::Json] {
+            let mut sql = sql::contributions::<Sqlite>(from.millis(), to.millis(), filter, stored);
             for r in &sql.build().fetch_all(&self.pool).await? {
                 out.extend(rows::contribution(r)?);
             }
@@ -634,7 +640,7 @@ impl Store for SqliteStore {
     ) -> Result<i64, StoreError> {
         let notice = t.notice.to_string();
         let mut conn = self.writer(Durability::Durable).await?;
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = conn.begin_with(BEGIN_WRITE).await?;
         sqlx::query(
             "INSERT INTO alert_states (rule, key, state, since_ms, notice) VALUES (?, ?, ?, ?, ?)
              ON CONFLICT (rule, key) DO UPDATE
@@ -768,7 +774,7 @@ impl Store for SqliteStore {
 
     async fn reset_derived(&self) -> Result<(), StoreError> {
         let mut conn = self.writer(Durability::Derived).await?;
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = conn.begin_with(BEGIN_WRITE).await?;
         for table in ["call_events", "cdrs", "cursors", "rollups", "rollup_slices"] {
             sqlx::query(&format!("DELETE FROM {table}"))
                 .execute(&mut *tx)
@@ -790,7 +796,7 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let rows: Vec<(i64, &CallEvent)> = rows.iter().map(|(seq, _, e)| (*seq, e)).collect();
         let mut conn = self.writer(Durability::Derived).await?;
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = conn.begin_with(BEGIN_WRITE).await?;
         insert_call_events(&mut tx, &rows).await?;
         tx.commit().await?;
         Ok(())

@@ -476,13 +476,15 @@ impl Store for PgStore {
         to: Timestamp,
         filter: &MetricFilter,
     ) -> Result<Vec<RollupRow>, StoreError> {
+        let mut sql = sql::contributions::<Postgres>(
+            from.millis(),
+            to.millis(),
+            filter,
+            sql::StoredAs::Either,
+        );
         let mut out = Vec::new();
-        for legacy in [false, true] {
-            let mut sql =
-                sql::contributions::<Postgres>(from.millis(), to.millis(), filter, legacy);
-            for r in &sql.build().fetch_all(&self.pool).await? {
-                out.extend(rows::contribution(r)?);
-            }
+        for r in &sql.build().fetch_all(&self.pool).await? {
+            out.extend(rows::contribution(r)?);
         }
         Ok(out)
     }
