@@ -122,25 +122,14 @@ const ENUM_FIELDS: &[&str] = &[
 /// Decodes a verified body. `received_at` stands in for a missing `createdAt`.
 pub fn decode(body: &[u8], received_at: Timestamp) -> Result<DecodedWebhook, IngestError> {
     let text = std::str::from_utf8(body).map_err(|_| IngestError::NotJson("not UTF-8".into()))?;
-    let mut value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| IngestError::NotJson(e.to_string()))?;
-    if !value.is_object() {
-        return Err(IngestError::NotJson("not a JSON object".into()));
-    }
     let mut unknown = Vec::new();
-    let event = loop {
-        match serde_json::from_value::<proto::WebhookEvent>(value.clone()) {
-            Ok(event) => break event,
-            Err(e) => {
-                let name = unknown_variant(&e.to_string())
-                    .ok_or_else(|| IngestError::Undecodable(e.to_string()))?;
-                let before = unknown.len();
-                neutralise(&mut value, &name, "", &mut unknown);
-                if unknown.len() == before || unknown.len() > 32 {
-                    return Err(IngestError::Undecodable(e.to_string()));
-                }
-            }
-        }
+    // Most bodies read straight into the message, without building a `Value` tree and copying
+    // it; the path through a `Value` (which can neutralise enum values this build does not know)
+    // runs only when that fails, and decides the error as it always has.
+    let direct = text.trim_start().starts_with('{') && nesting_at_most(text, VALUE_DEPTH_LIMIT);
+    let event = match direct.then(|| serde_json::from_str::<proto::WebhookEvent>(text)) {
+        Some(Ok(event)) => event,
+        _ => decode_through_value(text, &mut unknown)?,
     };
     if event.event.is_empty() {
         // Every LiveKit webhook names its event; without one it is not a webhook event.
@@ -172,6 +161,66 @@ pub fn decode(body: &[u8], received_at: Timestamp) -> Result<DecodedWebhook, Ing
         at,
         call_event,
     })
+}
+
+/// How deep `serde_json` parses a `Value` before it refuses the document. Read straight into the
+/// message, unknown fields are skipped at any depth; checking the depth first keeps refusing what
+/// the path through a `Value` refuses.
+const VALUE_DEPTH_LIMIT: usize = 128;
+
+/// Whether no array or object in `text` (JSON) nests deeper than `limit`.
+fn nesting_at_most(text: &str, limit: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in text.as_bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
+}
+
+/// Decodes a body through a `serde_json::Value`, replacing each enum value this build of the
+/// protocol does not know by the enum's unknown value and naming it in `unknown`.
+fn decode_through_value(
+    text: &str,
+    unknown: &mut Vec<String>,
+) -> Result<proto::WebhookEvent, IngestError> {
+    let mut value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| IngestError::NotJson(e.to_string()))?;
+    if !value.is_object() {
+        return Err(IngestError::NotJson("not a JSON object".into()));
+    }
+    loop {
+        match serde_json::from_value::<proto::WebhookEvent>(value.clone()) {
+            Ok(event) => return Ok(event),
+            Err(e) => {
+                let name = unknown_variant(&e.to_string())
+                    .ok_or_else(|| IngestError::Undecodable(e.to_string()))?;
+                let before = unknown.len();
+                neutralise(&mut value, &name, "", unknown);
+                if unknown.len() == before || unknown.len() > 32 {
+                    return Err(IngestError::Undecodable(e.to_string()));
+                }
+            }
+        }
+    }
 }
 
 /// The name in serde's "unknown variant `X`, expected ..." message.
@@ -354,5 +403,43 @@ fn to_body(event: &proto::WebhookEvent, unknown: &[String]) -> Option<(Scope, Ev
             ))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nesting_is_counted_outside_strings_only() {
+        assert!(nesting_at_most(r#"{"a":[1,{"b":2}]}"#, 3));
+        assert!(!nesting_at_most(r#"{"a":[1,{"b":2}]}"#, 2));
+        // Brackets and escaped quotes inside strings do not count.
+        assert!(nesting_at_most(r#"{"a":"[[[{{{\"[[["}"#, 1));
+        assert!(!nesting_at_most(r#"{"a":"\\",  "b":[[]]}"#, 2));
+        let deep = format!("{}{}", "[".repeat(129), "]".repeat(129));
+        assert!(!nesting_at_most(&deep, VALUE_DEPTH_LIMIT));
+        assert!(nesting_at_most(&deep[1..deep.len() - 1], VALUE_DEPTH_LIMIT));
+    }
+
+    /// Read straight into the message or through a `Value`, every sample payload decodes the same.
+    #[test]
+    fn both_decoding_paths_agree_on_every_sample() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/livekit");
+        let mut compared = 0;
+        for entry in std::fs::read_dir(dir).expect("the fixtures folder exists") {
+            let path = entry.expect("a readable entry").path();
+            let text = std::fs::read_to_string(&path).expect("a readable sample");
+            let direct = serde_json::from_str::<proto::WebhookEvent>(&text);
+            let mut unknown = Vec::new();
+            let through_value = decode_through_value(&text, &mut unknown);
+            if let Ok(direct) = direct {
+                let through_value = through_value.unwrap_or_else(|e| panic!("{path:?}: {e}"));
+                assert_eq!(direct, through_value, "{path:?}");
+                assert!(unknown.is_empty(), "{path:?}");
+                compared += 1;
+            }
+        }
+        assert!(compared >= 10, "only {compared} samples compared");
     }
 }
