@@ -9,7 +9,7 @@ use crate::leader::{Role, Turn};
 use crate::live::LiveHub;
 use crate::store::{Room, Store, StoreError};
 use callpulse_core::event::{EventBody, Scope};
-use callpulse_core::{Anomaly, Cdr};
+use callpulse_core::{Anomaly, CallEvent, Cdr};
 use callpulse_core::{BuildParams, Timestamp, build};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -118,13 +118,16 @@ async fn build_calls<'a>(
     let mut gathered = store.events_for_calls(&calls).await?;
     for call_id in &calls {
         let events = gathered.remove(call_id).unwrap_or_default();
-        let cdr = build(call_id, &events, params);
-        // A call is a SIP leg (METRICS.md §1): application events alone make no CDR.
-        if !cdr.anomalies.contains(&Anomaly::MissingSipParticipant) {
-            cdrs.push(cdr);
-        }
+        cdrs.extend(build_call(call_id, &events, params));
     }
     Ok(cdrs)
+}
+
+/// The CDR of one call from its events, or none when they are not a call: a call is a SIP leg
+/// (METRICS.md §1), and application events alone make no CDR.
+pub fn build_call(call_id: &str, events: &[CallEvent], params: &BuildParams) -> Option<Cdr> {
+    let cdr = build(call_id, events, params);
+    (!cdr.anomalies.contains(&Anomaly::MissingSipParticipant)).then_some(cdr)
 }
 
 /// Closes calls whose events stopped arriving longer than the call timeout ago. Returns how many

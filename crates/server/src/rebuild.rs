@@ -4,7 +4,8 @@
 use crate::ingest::decode_logged;
 use crate::pipeline;
 use crate::store::{Store, StoreError};
-use callpulse_core::BuildParams;
+use callpulse_core::{BuildParams, Cdr};
+use tokio::sync::mpsc;
 
 /// What a rebuild did.
 #[derive(Debug, Default, Clone, Copy)]
@@ -14,7 +15,12 @@ pub struct RebuildReport {
     pub cdrs: u64,
 }
 
+/// Log rows read and decoded per page.
 const PAGE: i64 = 5000;
+/// Calls whose events are read, and CDRs built and written, per page.
+const CALLS_PER_PAGE: usize = 500;
+/// Pages a stage may run ahead of the next.
+const STAGE_QUEUE: usize = 2;
 
 /// How much older (ms) the oldest CDR is than the oldest logged event, if by more than a day:
 /// retention dropped the events of those CDRs, and a rebuild cannot make them again.
@@ -37,6 +43,11 @@ pub async fn unlogged_cdrs(store: &dyn Store) -> Result<Option<i64>, StoreError>
 
 /// Re-decodes every logged event and rebuilds every CDR. `progress` is told how many log rows
 /// and then how many calls are done, with their totals.
+///
+/// Each phase runs as two stages joined by a short queue, so the two cores work at once: while
+/// the store writes one page (call events, then CDRs with their rollups, on the writer
+/// connection), the next is read on a reader connection and decoded or built on a blocking
+/// thread.
 pub async fn rebuild(
     store: &dyn Store,
     params: &BuildParams,
@@ -45,29 +56,83 @@ pub async fn rebuild(
     let total = store.event_count().await? as u64;
     store.reset_derived().await?;
     let mut report = RebuildReport::default();
-    let mut after = 0;
-    loop {
-        let rows = store.raw_events_after(after, PAGE).await?;
-        let Some(last) = rows.last() else { break };
-        after = last.seq;
-        let decoded: Vec<_> = rows
-            .iter()
-            .filter_map(|raw| decode_logged(raw).map(|e| (raw.seq, raw.received_at, e)))
-            .collect();
-        store.insert_call_events(&decoded).await?;
-        report.events += rows.len() as u64;
-        report.call_events += decoded.len() as u64;
-        progress("events", report.events, total);
-    }
+
+    let (decoded_tx, mut decoded_rx) = mpsc::channel::<(usize, Vec<_>)>(STAGE_QUEUE);
+    let read_and_decode = async move {
+        let mut after = 0;
+        loop {
+            let rows = store.raw_events_after(after, PAGE).await?;
+            let Some(last) = rows.last() else {
+                return Ok(());
+            };
+            after = last.seq;
+            let decoded = off_thread(move || {
+                let decoded: Vec<_> = rows
+                    .iter()
+                    .filter_map(|raw| decode_logged(raw).map(|e| (raw.seq, raw.received_at, e)))
+                    .collect();
+                (rows.len(), decoded)
+            })
+            .await;
+            if decoded_tx.send(decoded).await.is_err() {
+                return Ok(());
+            }
+        }
+    };
+    let write_events = async {
+        while let Some((rows, decoded)) = decoded_rx.recv().await {
+            store.insert_call_events(&decoded).await?;
+            report.events += rows as u64;
+            report.call_events += decoded.len() as u64;
+            progress("events", report.events, total);
+        }
+        Ok::<_, StoreError>(())
+    };
+    tokio::try_join!(read_and_decode, write_events)?;
+    store.index_call_events().await?;
+
     let calls = store.all_call_ids().await?;
-    for chunk in calls.chunks(500) {
-        report.cdrs += pipeline::rebuild_calls(store, chunk.iter().map(String::as_str), params)
-            .await?
-            .len() as u64;
-        progress("calls", report.cdrs, calls.len() as u64);
-    }
+    let total_calls = calls.len() as u64;
+    let (built_tx, mut built_rx) = mpsc::channel::<(usize, Vec<Cdr>)>(STAGE_QUEUE);
+    let read_and_build = async move {
+        for chunk in calls.chunks(CALLS_PER_PAGE) {
+            let mut events = store.events_for_calls(chunk).await?;
+            let (chunk, params, chunk_len) = (chunk.to_vec(), params.clone(), chunk.len());
+            let cdrs = off_thread(move || {
+                chunk
+                    .iter()
+                    .filter_map(|id| {
+                        pipeline::build_call(id, &events.remove(id).unwrap_or_default(), &params)
+                    })
+                    .collect()
+            })
+            .await;
+            if built_tx.send((chunk_len, cdrs)).await.is_err() {
+                return Ok(());
+            }
+        }
+        Ok::<_, StoreError>(())
+    };
+    let write_cdrs = async {
+        let mut calls_done = 0;
+        while let Some((calls, cdrs)) = built_rx.recv().await {
+            store.upsert_cdrs(&cdrs, params.now).await?;
+            report.cdrs += cdrs.len() as u64;
+            calls_done += calls as u64;
+            progress("calls", calls_done, total_calls);
+        }
+        Ok::<_, StoreError>(())
+    };
+    tokio::try_join!(read_and_build, write_cdrs)?;
     store
         .set_cursor(pipeline::CURSOR, store.log_head().await?)
         .await?;
     Ok(report)
+}
+
+/// Runs CPU work on a blocking thread, so it overlaps the other stage's database work.
+async fn off_thread<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }

@@ -342,3 +342,41 @@ async fn agent_states_keep_the_latest_report_by_event_time() {
         );
     }
 }
+
+/// The call events' lookup indexes, by name, as SQLite lists them.
+async fn call_event_indexes(url: &str) -> Vec<String> {
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+    sqlx::query_scalar(
+        "SELECT name FROM sqlite_master
+         WHERE type = 'index' AND tbl_name = 'call_events' AND name LIKE 'call_events_by_%'
+         ORDER BY name",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap()
+}
+
+/// A rebuild reloads call events without their lookup indexes and makes them after; one stopped
+/// in between leaves a store that makes them again when it opens.
+#[tokio::test]
+async fn call_event_indexes_dropped_for_a_rebuild_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    let all = [
+        "call_events_by_call",
+        "call_events_by_room_name",
+        "call_events_by_room_sid",
+    ];
+    let store = store::open(&url, MetricParams::default()).await.unwrap();
+    assert_eq!(call_event_indexes(&url).await, all);
+    store.reset_derived().await.unwrap();
+    assert!(call_event_indexes(&url).await.is_empty());
+    store.index_call_events().await.unwrap();
+    assert_eq!(call_event_indexes(&url).await, all);
+    // Stopped between the two: the next open makes them.
+    store.reset_derived().await.unwrap();
+    drop(store);
+    let _reopened = store::open(&url, MetricParams::default()).await.unwrap();
+    assert_eq!(call_event_indexes(&url).await, all);
+}

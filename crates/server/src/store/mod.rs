@@ -489,14 +489,23 @@ pub trait Store: Send + Sync + 'static {
 
     /// Raw log rows after `seq`, for rebuilds.
     async fn raw_events_after(&self, seq: i64, limit: i64) -> Result<Vec<RawEvent>, StoreError>;
-    /// Drops every derived row (call events, CDRs, cursors) before a rebuild.
+    /// Drops every derived row (call events, CDRs, cursors) before a rebuild. A backend may also
+    /// drop the call events' lookup indexes, which [`Store::index_call_events`] makes again.
     async fn reset_derived(&self) -> Result<(), StoreError>;
+    /// Makes the call events' lookup indexes where [`Store::reset_derived`] dropped them: built
+    /// once over a reloaded table they cost a sort, where kept during the reload every row costs
+    /// a random page write in each.
+    async fn index_call_events(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Decoded call events of logged rows: (seq, when the row arrived, the event).
     async fn insert_call_events(
         &self,
         rows: &[(i64, Timestamp, CallEvent)],
     ) -> Result<(), StoreError>;
-    /// Every call id with at least one call-scoped event.
+    /// Every call id with at least one call-scoped event, in the order of their first logged
+    /// event: calls that follow each other here share rollup rows, so a rebuild writing them in
+    /// pages touches each row a few times, not once per call.
     async fn all_call_ids(&self) -> Result<Vec<String>, StoreError>;
 
     /// How many appends may usefully run at once (group commit's writer tasks).

@@ -106,6 +106,10 @@ impl SqliteStore {
             // 16 MiB of page cache a connection instead of 2: the pipeline re-reads recent pages.
             .pragma("cache_size", "-16384")
             .pragma("wal_autocheckpoint", "0")
+            // Statement journals (multi-row upserts keep one to undo a failed statement) stay in
+            // memory: spilled to a temporary file they cost a write system call a page (a rebuild
+            // took 13-15 % longer).
+            .pragma("temp_store", "memory")
             // A WAL that grew past this is cut back to it when it starts over.
             .pragma("journal_size_limit", "67108864");
         let writer = SqlitePoolOptions::new()
@@ -113,6 +117,8 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        // A rebuild stopped between dropping the call events' indexes and making them again.
+        create_call_event_indexes(&mut *writer.acquire().await?).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
@@ -780,6 +786,11 @@ impl Store for SqliteStore {
                 .execute(&mut *tx)
                 .await?;
         }
+        for (name, _) in CALL_EVENT_INDEXES {
+            sqlx::query(&format!("DROP INDEX IF EXISTS {name}"))
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         self.cache
             .write()
@@ -788,6 +799,10 @@ impl Store for SqliteStore {
         self.latest_start
             .store(i64::MIN, std::sync::atomic::Ordering::Relaxed);
         Ok(())
+    }
+
+    async fn index_call_events(&self) -> Result<(), StoreError> {
+        create_call_event_indexes(&mut *self.writer(Durability::Derived).await?).await
     }
 
     async fn insert_call_events(
@@ -804,7 +819,8 @@ impl Store for SqliteStore {
 
     async fn all_call_ids(&self) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT DISTINCT call_id FROM call_events WHERE call_id IS NOT NULL ORDER BY call_id",
+            "SELECT call_id FROM call_events WHERE call_id IS NOT NULL
+             GROUP BY call_id ORDER BY MIN(seq)",
         )
         .fetch_all(&self.pool)
         .await?)
@@ -908,6 +924,33 @@ fn push_in(sql: &mut QueryBuilder<'_, Sqlite>, column: &str, values: &[String]) 
         list.push_bind(v.clone());
     }
     sql.push(")");
+}
+
+/// The call events' lookup indexes (as migration 0001 made them), which a rebuild drops while it
+/// reloads the table and makes again after.
+const CALL_EVENT_INDEXES: [(&str, &str); 3] = [
+    (
+        "call_events_by_call",
+        "ON call_events (call_id) WHERE call_id IS NOT NULL",
+    ),
+    (
+        "call_events_by_room_sid",
+        "ON call_events (room_sid) WHERE room_sid IS NOT NULL",
+    ),
+    (
+        "call_events_by_room_name",
+        "ON call_events (room_name) WHERE room_name IS NOT NULL",
+    ),
+];
+
+/// Makes those of [`CALL_EVENT_INDEXES`] that are missing.
+async fn create_call_event_indexes(conn: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
+    for (name, definition) in CALL_EVENT_INDEXES {
+        sqlx::query(&format!("CREATE INDEX IF NOT EXISTS {name} {definition}"))
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Rollup rows read and written per statement.

@@ -812,8 +812,8 @@ impl Store for PgStore {
 
     async fn all_call_ids(&self) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT DISTINCT call_id COLLATE \"C\" FROM call_events WHERE call_id IS NOT NULL
-             ORDER BY 1",
+            "SELECT call_id FROM call_events WHERE call_id IS NOT NULL
+             GROUP BY call_id ORDER BY MIN(seq)",
         )
         .fetch_all(&self.pool)
         .await?)
