@@ -23,13 +23,6 @@ const BATCH: i64 = 1000;
 /// load it takes the log in larger batches (fewer write transactions taking the writer from the
 /// appender) at the cost of this much more delay for CDRs.
 const BUSY_PASS_GAP: Duration = Duration::from_millis(50);
-/// CDRs the pipeline writes per transaction. SQLite has one writer, so a webhook's append waits
-/// for whatever write is under way, and the writer alternates between the appender and the
-/// pipeline: small transactions keep that wait short. Against 64, eight cut webhook p99 at
-/// 5,000/s from 42-113 ms to 20-28 ms and raised full speed from about 4.8k to 6.2k/s (`cargo
-/// bench --bench ingest -- --stages sqlite`); under overload CDRs then lag a few seconds behind
-/// (4 s after 6 s at full speed, against 0.2 s), and two per transaction let them lag 13 s.
-const WRITE_CDRS: usize = 8;
 /// How often an instance on standby asks for a role's lease.
 pub const STANDBY_POLL: Duration = Duration::from_secs(2);
 
@@ -83,7 +76,7 @@ pub async fn catch_up(
             calls.extend(store.calls_in_rooms(&rooms).await?);
         }
         let cdrs = build_calls(store, calls.iter().map(String::as_str), params).await?;
-        for part in cdrs.chunks(WRITE_CDRS) {
+        for part in cdrs.chunks(store.cdrs_per_write()) {
             store.upsert_cdrs(part, params.now).await?;
         }
         store.set_cursor(CURSOR, last).await?;
