@@ -46,6 +46,7 @@ pub async fn catch_up(
             return Ok(applied);
         };
         let last = *last;
+        store.index_followed(&batch).await?;
         let mut calls = BTreeSet::new();
         let mut rooms = BTreeSet::new();
         for (_, event) in &batch {

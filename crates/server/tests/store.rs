@@ -380,3 +380,122 @@ async fn call_event_indexes_dropped_for_a_rebuild_come_back() {
     let _reopened = store::open(&url, MetricParams::default()).await.unwrap();
     assert_eq!(call_event_indexes(&url).await, all);
 }
+
+/// SQLite logs a call event in its log row and indexes it when the pipeline follows the log.
+/// A database written before that (events indexed in the append, some not yet applied) is
+/// upgraded so that the pipeline still applies every event it had not reached, and builds the
+/// same CDR as a database that never knew the old layout.
+#[tokio::test]
+async fn events_logged_before_the_upgrade_and_not_yet_applied_are_applied_after_it() {
+    use callpulse_core::BuildParams;
+    use callpulse_server::ingest::{livekit, webhook_entry};
+    use callpulse_server::pipeline;
+    use callpulse_server::simulate::{Payload, random_call};
+    use rand::SeedableRng;
+    use sqlx::Connection;
+
+    let dir = tempfile::tempdir().unwrap();
+    let t0: i64 = 1_795_000_000_000;
+    let build = BuildParams {
+        now: Timestamp(t0 + 86_400_000),
+        ..BuildParams::default()
+    };
+    let script = random_call(&mut rand::rngs::StdRng::seed_from_u64(7), t0);
+    let entries: Vec<_> = script
+        .room
+        .iter()
+        .chain(&script.egress)
+        .filter_map(|step| match &step.payload {
+            Payload::Webhook(body) => {
+                let decoded = livekit::decode(body, Timestamp(step.at_ms)).unwrap();
+                Some(webhook_entry(decoded, body.clone(), Timestamp(step.at_ms)))
+            }
+            Payload::App(_) => None,
+        })
+        .collect();
+    assert!(entries.iter().filter(|e| e.call_event.is_some()).count() >= 3);
+
+    // Today's layout: the pipeline indexes what it follows.
+    let fresh_url = format!("sqlite://{}", dir.path().join("fresh.db").display());
+    let fresh = store::open(&fresh_url, MetricParams::default())
+        .await
+        .unwrap();
+    fresh.append(&entries).await.unwrap();
+    pipeline::catch_up(fresh.as_ref(), &build, None)
+        .await
+        .unwrap();
+    let mut expected = fresh.open_cdrs().await.unwrap();
+    expected.extend(fresh.recent_finished(10).await.unwrap());
+    assert!(!expected.is_empty());
+    drop(fresh);
+
+    // The old layout (migrations before 0007), with the same rows: the log, every call event
+    // indexed, and the pipeline's cursor past the first call event only.
+    let old_migrations = dir.path().join("migrations");
+    std::fs::create_dir(&old_migrations).unwrap();
+    for file in
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite")).unwrap()
+    {
+        let path = file.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if name.as_str() < "0007" {
+            std::fs::copy(&path, old_migrations.join(name)).unwrap();
+        }
+    }
+    let old_path = dir.path().join("old.db");
+    let old_url = format!("sqlite://{}?mode=rwc", old_path.display());
+    let mut old = sqlx::SqliteConnection::connect(&old_url).await.unwrap();
+    sqlx::migrate::Migrator::new(old_migrations.as_path())
+        .await
+        .unwrap()
+        .run(&mut old)
+        .await
+        .unwrap();
+    let first_call_event: i64 = {
+        sqlx::query(&format!(
+            "ATTACH DATABASE '{}' AS fresh",
+            dir.path().join("fresh.db").display()
+        ))
+        .execute(&mut old)
+        .await
+        .unwrap();
+        for copy in [
+            "INSERT INTO event_log (seq, source, event_id, event_type, received_at_ms, body)
+             SELECT seq, source, event_id, event_type, received_at_ms, body FROM fresh.event_log",
+            "INSERT INTO call_events SELECT * FROM fresh.call_events",
+        ] {
+            sqlx::query(copy).execute(&mut old).await.unwrap();
+        }
+        sqlx::query_scalar("SELECT MIN(seq) FROM call_events")
+            .fetch_one(&mut old)
+            .await
+            .unwrap()
+    };
+    sqlx::query("INSERT INTO cursors (name, value) VALUES (?, ?)")
+        .bind(pipeline::CURSOR)
+        .bind(first_call_event)
+        .execute(&mut old)
+        .await
+        .unwrap();
+    old.close().await.unwrap();
+
+    let upgraded = store::open(
+        &format!("sqlite://{}", old_path.display()),
+        MetricParams::default(),
+    )
+    .await
+    .unwrap();
+    let applied = pipeline::catch_up(upgraded.as_ref(), &build, None)
+        .await
+        .unwrap();
+    let call_events = entries.iter().filter(|e| e.call_event.is_some()).count();
+    assert_eq!(applied, call_events - 1, "every event past the cursor");
+    for cdr in expected {
+        let built = upgraded.get_cdr(&cdr.call_id).await.unwrap();
+        assert_eq!(
+            built,
+            Some(cdr),
+            "the call's CDR is built after the upgrade"
+        );
+    }
+}

@@ -276,18 +276,29 @@ impl Store for SqliteStore {
     async fn append(&self, batch: &[NewEvent]) -> Result<Vec<Appended>, StoreError> {
         let mut conn = self.writer(Durability::Durable).await?;
         let mut tx = conn.begin_with(BEGIN_WRITE).await?;
+        // The decoded call event rides in its log row; `call_events` is filled by the pipeline
+        // (`index_followed`), so this transaction writes no random-keyed index but the log's own.
+        let call_events = batch
+            .iter()
+            .map(|e| e.call_event.as_ref().map(encode_json).transpose())
+            .collect::<Result<Vec<_>, _>>()?;
         // One statement per chunk; RETURNING names the rows that were new.
         let mut new_seqs: HashMap<(String, String), i64> = HashMap::new();
-        for chunk in batch.chunks(APPEND_CHUNK) {
+        for (chunk, call_events) in batch
+            .chunks(APPEND_CHUNK)
+            .zip(call_events.chunks(APPEND_CHUNK))
+        {
             let mut sql = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO event_log (source, event_id, event_type, received_at_ms, body) ",
+                "INSERT INTO event_log \
+                 (source, event_id, event_type, received_at_ms, body, call_event) ",
             );
-            sql.push_values(chunk, |mut b, e| {
+            sql.push_values(chunk.iter().zip(call_events), |mut b, (e, call_event)| {
                 b.push_bind(source_name(e.source))
                     .push_bind(e.event_id.as_str())
                     .push_bind(e.event_type.as_str())
                     .push_bind(e.received_at.millis())
-                    .push_bind(e.body.as_slice());
+                    .push_bind(e.body.as_slice())
+                    .push_bind(call_event.as_deref());
             });
             sql.push(" ON CONFLICT (source, event_id) DO NOTHING RETURNING seq, source, event_id");
             for r in sql.build().fetch_all(&mut *tx).await? {
@@ -295,7 +306,6 @@ impl Store for SqliteStore {
             }
         }
         let mut out = Vec::with_capacity(batch.len());
-        let mut call_events = Vec::new();
         for e in batch {
             // The first copy of an id in the batch took its row; later copies are duplicates.
             let Some(seq) =
@@ -304,9 +314,6 @@ impl Store for SqliteStore {
                 out.push(Appended::Duplicate);
                 continue;
             };
-            if let Some(call_event) = &e.call_event {
-                call_events.push((seq, call_event));
-            }
             if let Some(report) = &e.agent_report {
                 sqlx::query(
                     "INSERT INTO agent_states (agent_id, state, at_ms) VALUES (?, ?, ?)
@@ -322,7 +329,6 @@ impl Store for SqliteStore {
             }
             out.push(Appended::Stored { seq });
         }
-        insert_call_events(&mut tx, &call_events).await?;
         tx.commit().await?;
         Ok(out)
     }
@@ -366,12 +372,15 @@ impl Store for SqliteStore {
         after: LogPosition,
         limit: i64,
     ) -> Result<Vec<(LogPosition, CallEvent)>, StoreError> {
-        let rows =
-            sqlx::query("SELECT seq, body FROM call_events WHERE seq > ? ORDER BY seq LIMIT ?")
-                .bind(after.seq)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?;
+        // The log rows themselves: `call_events` holds only what the pipeline has indexed.
+        let rows = sqlx::query(
+            "SELECT seq, call_event FROM event_log
+             WHERE seq > ? AND call_event IS NOT NULL ORDER BY seq LIMIT ?",
+        )
+        .bind(after.seq)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| {
                 Ok((
@@ -379,14 +388,17 @@ impl Store for SqliteStore {
                         tx: 0,
                         seq: r.get("seq"),
                     },
-                    decode_json(r.get::<&str, _>("body"))?,
+                    decode_json(r.get::<&str, _>("call_event"))?,
                 ))
             })
             .collect()
     }
 
+    /// The last log row, call event or not: positions are plain sequence numbers here, and a
+    /// rebuild that sets the pipeline's cursor here leaves no row behind it whose `call_event`
+    /// (decoded when it arrived) could be indexed over the rebuild's decoding.
     async fn log_head(&self) -> Result<LogPosition, StoreError> {
-        let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM call_events")
+        let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM event_log")
             .fetch_one(&self.pool)
             .await?;
         Ok(LogPosition {
@@ -543,8 +555,8 @@ impl Store for SqliteStore {
         after: LogPosition,
     ) -> Result<(i64, Option<Timestamp>), StoreError> {
         let row = sqlx::query(
-            "SELECT COUNT(*) AS n, MIN(e.received_at_ms) AS oldest
-             FROM call_events c JOIN event_log e ON e.seq = c.seq WHERE c.seq > ?",
+            "SELECT COUNT(*) AS n, MIN(received_at_ms) AS oldest
+             FROM event_log WHERE seq > ? AND call_event IS NOT NULL",
         )
         .bind(after.seq)
         .fetch_one(&self.pool)
@@ -817,6 +829,17 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn index_followed(&self, events: &[(LogPosition, CallEvent)]) -> Result<(), StoreError> {
+        for part in events.chunks(INDEXED_PER_WRITE) {
+            let rows: Vec<(i64, &CallEvent)> = part.iter().map(|(at, e)| (at.seq, e)).collect();
+            let mut conn = self.writer(Durability::Derived).await?;
+            let mut tx = conn.begin_with(BEGIN_WRITE).await?;
+            insert_call_events(&mut tx, &rows).await?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
     async fn all_call_ids(&self) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT call_id FROM call_events WHERE call_id IS NOT NULL
@@ -960,6 +983,9 @@ async fn create_call_event_indexes(conn: &mut sqlx::SqliteConnection) -> Result<
     }
     Ok(())
 }
+
+/// Call events the pipeline indexes per write transaction: appends wait behind each one.
+const INDEXED_PER_WRITE: usize = 250;
 
 /// Rollup rows read and written per statement.
 const DELTA_CHUNK: usize = 300;
