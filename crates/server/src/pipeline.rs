@@ -18,7 +18,15 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub const CURSOR: &str = "cdr_pipeline";
-const BATCH: i64 = 1000;
+/// Call events read per pass. A call's events (four or five) often fall in one batch, and its CDR
+/// is then built and written once for all of them: on SQLite, 5,000 against 1,000 took the
+/// pipeline's lag after 10 s of full-speed load from 2.3 to 0.9 s.
+const BATCH: i64 = 5000;
+/// CDRs written per transaction. The CDRs of one batch share most of their rollup rows, read and
+/// written once per transaction: on SQLite, 64 against 8 cut the pipeline's write time for the same
+/// events from 24.6 to 7.8 s, and its lag after the load from 7.5 to under a second. Appends wait
+/// behind each transaction (a few milliseconds at 64); at 500 one could hold them 40 ms.
+const CDRS_PER_WRITE: usize = 64;
 /// After a pass that found work, the pipeline lets this much time pass before the next, so under
 /// load it takes the log in larger batches (fewer write transactions taking the writer from the
 /// appender) at the cost of this much more delay for CDRs.
@@ -77,7 +85,7 @@ pub async fn catch_up(
             calls.extend(store.calls_in_rooms(&rooms).await?);
         }
         let cdrs = build_calls(store, calls.iter().map(String::as_str), params).await?;
-        for part in cdrs.chunks(store.cdrs_per_write()) {
+        for part in cdrs.chunks(CDRS_PER_WRITE) {
             store.upsert_cdrs(part, params.now).await?;
         }
         store.set_cursor(CURSOR, last).await?;

@@ -522,12 +522,6 @@ pub trait Store: Send + Sync + 'static {
     fn writers(&self) -> usize {
         1
     }
-    /// How many CDRs the pipeline writes per transaction. Where appends and CDR writes share one
-    /// writer (SQLite), each CDR transaction is a wait for the next append, so it is kept small;
-    /// where they commit in parallel (PostgreSQL), fewer transactions keep the pipeline fast.
-    fn cdrs_per_write(&self) -> usize {
-        64
-    }
     /// Takes the lease on `role` if no other instance holds it. A backend used by one process
     /// at a time always grants it.
     async fn try_lease(&self, role: &str) -> Result<Option<Box<dyn Lease>>, StoreError>;

@@ -863,14 +863,6 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    /// Against 64, eight cut webhook p99 at 5,000/s from 42-113 ms to 20-28 ms and raised full
-    /// speed from about 4.8k to 6.2k/s (`cargo bench --bench ingest -- --stages sqlite`), as the
-    /// writer turns back to the appender sooner. Under overload CDRs then lag a few seconds (4 s
-    /// after 6 s at full speed, against 0.2 s); at two a transaction they lagged 13 s.
-    fn cdrs_per_write(&self) -> usize {
-        8
-    }
-
     async fn try_lease(&self, _role: &str) -> Result<Option<Box<dyn Lease>>, StoreError> {
         Ok(Some(Box::new(SoleLease)))
     }
