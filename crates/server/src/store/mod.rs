@@ -313,8 +313,7 @@ pub trait Store: Send + Sync + 'static {
     /// backend that indexes them in the append has nothing to do. SQLite indexes them here: the
     /// lookup table's three random-keyed indexes cost a page write each per event, which in the
     /// acknowledging transaction every webhook waited for. Writing a row twice changes nothing.
-    async fn index_followed(&self, events: &[(LogPosition, CallEvent)]) -> Result<(), StoreError> {
-        let _ = events;
+    async fn index_followed(&self, _events: &[(LogPosition, CallEvent)]) -> Result<(), StoreError> {
         Ok(())
     }
     /// A position at or past the last call event in the log, where a rebuild leaves the

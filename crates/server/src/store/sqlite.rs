@@ -258,6 +258,15 @@ impl SqliteStore {
         out
     }
 
+    /// Writes call events under their log rows in one derived transaction.
+    async fn write_call_events(&self, rows: &[(i64, &CallEvent)]) -> Result<(), StoreError> {
+        let mut conn = self.writer(Durability::Derived).await?;
+        let mut tx = conn.begin_with(BEGIN_WRITE).await?;
+        insert_call_events(&mut tx, rows).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn cdrs_where(&self, clause: &str, arg: &str) -> Result<Vec<Cdr>, StoreError> {
         let sql = format!("SELECT body FROM cdrs WHERE {clause}");
         let rows = sqlx::query(&sql).bind(arg).fetch_all(&self.pool).await?;
@@ -277,7 +286,7 @@ impl Store for SqliteStore {
         let mut conn = self.writer(Durability::Durable).await?;
         let mut tx = conn.begin_with(BEGIN_WRITE).await?;
         // The decoded call event rides in its log row; `call_events` is filled by the pipeline
-        // (`index_followed`), so this transaction writes no random-keyed index but the log's own.
+        // (`index_followed`), so this transaction writes no index but the log's own unique one.
         let call_events = batch
             .iter()
             .map(|e| e.call_event.as_ref().map(encode_json).transpose())
@@ -822,20 +831,13 @@ impl Store for SqliteStore {
         rows: &[(i64, Timestamp, CallEvent)],
     ) -> Result<(), StoreError> {
         let rows: Vec<(i64, &CallEvent)> = rows.iter().map(|(seq, _, e)| (*seq, e)).collect();
-        let mut conn = self.writer(Durability::Derived).await?;
-        let mut tx = conn.begin_with(BEGIN_WRITE).await?;
-        insert_call_events(&mut tx, &rows).await?;
-        tx.commit().await?;
-        Ok(())
+        self.write_call_events(&rows).await
     }
 
     async fn index_followed(&self, events: &[(LogPosition, CallEvent)]) -> Result<(), StoreError> {
         for part in events.chunks(INDEXED_PER_WRITE) {
             let rows: Vec<(i64, &CallEvent)> = part.iter().map(|(at, e)| (at.seq, e)).collect();
-            let mut conn = self.writer(Durability::Derived).await?;
-            let mut tx = conn.begin_with(BEGIN_WRITE).await?;
-            insert_call_events(&mut tx, &rows).await?;
-            tx.commit().await?;
+            self.write_call_events(&rows).await?;
         }
         Ok(())
     }
