@@ -280,7 +280,7 @@ async fn the_last_version_of_a_call_in_one_batch_wins_and_counts_once() {
 }
 
 /// An agent's stored state is its report with the latest event time, whatever the arrival order;
-/// a repeated event id changes nothing.
+/// a repeated event id changes nothing, in a later batch or in the same one.
 #[tokio::test]
 async fn agent_states_keep_the_latest_report_by_event_time() {
     use callpulse_core::Source;
@@ -310,14 +310,18 @@ async fn agent_states_keep_the_latest_report_by_event_time() {
                 report("1", "alice", AgentState::Busy, 2_000),
                 report("2", "alice", AgentState::Available, 1_000),
                 report("3", "bob", AgentState::Away, 5_000),
+                report("4", "carol", AgentState::Available, 1_000),
+                report("4", "carol", AgentState::Offline, 3_000),
             ])
             .await
             .unwrap();
         assert!(
-            appended
+            appended[..4]
                 .iter()
-                .all(|a| matches!(a, Appended::Stored { .. }))
+                .all(|a| matches!(a, Appended::Stored { .. })),
+            "{backend}"
         );
+        assert_eq!(appended[4], Appended::Duplicate, "{backend}");
         assert_eq!(
             store
                 .append(&[report("3", "bob", AgentState::Offline, 9_000)])
@@ -337,6 +341,7 @@ async fn agent_states_keep_the_latest_report_by_event_time() {
             vec![
                 ("alice".into(), AgentState::Busy, 2_000),
                 ("bob".into(), AgentState::Away, 5_000),
+                ("carol".into(), AgentState::Available, 1_000),
             ],
             "{backend}"
         );

@@ -290,7 +290,28 @@ where
     Option<&'q str>: Encode<'q, DB> + Type<DB>,
     &'q [u8]: Encode<'q, DB> + Type<DB>,
 {
-    let mut sql = QueryBuilder::new(format!("INSERT INTO cdrs ({}) ", CDR_COLUMNS.join(", ")));
+    let mut sql = QueryBuilder::new("");
+    push_cdr_upsert(&mut sql, rows, now, body_cast, key);
+    sql
+}
+
+/// [`cdr_upsert`] appended to `sql`, for a batch of statements.
+pub(crate) fn push_cdr_upsert<'q, DB>(
+    sql: &mut QueryBuilder<'q, DB>,
+    rows: &'q [CdrRow<'q>],
+    now: Timestamp,
+    body_cast: &str,
+    key: &str,
+) where
+    DB: Database,
+    i64: Encode<'q, DB> + Type<DB>,
+    Option<i64>: Encode<'q, DB> + Type<DB>,
+    bool: Encode<'q, DB> + Type<DB>,
+    &'q str: Encode<'q, DB> + Type<DB>,
+    Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    &'q [u8]: Encode<'q, DB> + Type<DB>,
+{
+    sql.push(format!("INSERT INTO cdrs ({}) ", CDR_COLUMNS.join(", ")));
     sql.push_values(rows, |mut b, (cdr, body, tally)| {
         b.push_bind(cdr.call_id.as_str())
             .push_bind(cdr.start_time.millis())
@@ -322,5 +343,4 @@ where
         " ON CONFLICT ({key}) DO UPDATE SET {}, contribution = NULL",
         updates.join(", ")
     ));
-    sql
 }
