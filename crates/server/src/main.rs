@@ -10,6 +10,13 @@ use clap::Parser;
 mod report;
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc rather than the system allocator: `callpulse rebuild` ran 20-30 % faster on SQLite
+/// and about 10 % on PostgreSQL (the system allocator spent a tenth of the rebuild consolidating
+/// freed chunks), at 16 MiB more resident memory when idle and 33 MiB more with 100,000 calls in
+/// progress. Webhook ingest measured the same either way.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let args = args_with_config_file(std::env::args_os().collect())?;
     let cli = Cli::parse_from(args);
