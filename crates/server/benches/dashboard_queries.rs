@@ -313,16 +313,15 @@ async fn rows_alone(postgres: bool, cdrs: &[callpulse_core::Cdr], now: i64) -> f
                     .zip(prepared(part))
                     .map(|(c, (body, tally))| (c, body, tally))
                     .collect();
-                store::cdr_upsert::<sqlx::Postgres>(
+                let mut upsert = sqlx::QueryBuilder::<sqlx::Postgres>::new("");
+                store::cdr_upsert(
+                    &mut upsert,
                     &rows,
                     Timestamp(now),
                     "::jsonb",
                     "call_id, start_ms",
-                )
-                .build()
-                .execute(&mut *tx)
-                .await
-                .unwrap();
+                );
+                upsert.build().execute(&mut *tx).await.unwrap();
             }
             tx.commit().await.unwrap();
         }
@@ -342,11 +341,9 @@ async fn rows_alone(postgres: bool, cdrs: &[callpulse_core::Cdr], now: i64) -> f
                     .zip(prepared(part))
                     .map(|(c, (body, tally))| (c, body, tally))
                     .collect();
-                store::cdr_upsert::<sqlx::Sqlite>(&rows, Timestamp(now), "", "call_id")
-                    .build()
-                    .execute(&mut *tx)
-                    .await
-                    .unwrap();
+                let mut upsert = sqlx::QueryBuilder::<sqlx::Sqlite>::new("");
+                store::cdr_upsert(&mut upsert, &rows, Timestamp(now), "", "call_id");
+                upsert.build().execute(&mut *tx).await.unwrap();
             }
             tx.commit().await.unwrap();
         }

@@ -272,31 +272,11 @@ const CDR_COLUMNS: [&str; 18] = [
     "transfer_type",
 ];
 
-/// Writes `rows` (at `now`), replacing the rows with the same `key` (its columns, comma-separated).
+/// Appends to `sql` the statement that writes `rows` (at `now`), replacing the rows with the same
+/// `key` (its columns, comma-separated).
 /// `body_cast` follows the body's placeholder (`::jsonb` on PostgreSQL). A row written here keeps
 /// no JSON `contribution`.
 pub fn cdr_upsert<'q, DB>(
-    rows: &'q [CdrRow<'q>],
-    now: Timestamp,
-    body_cast: &str,
-    key: &str,
-) -> QueryBuilder<'q, DB>
-where
-    DB: Database,
-    i64: Encode<'q, DB> + Type<DB>,
-    Option<i64>: Encode<'q, DB> + Type<DB>,
-    bool: Encode<'q, DB> + Type<DB>,
-    &'q str: Encode<'q, DB> + Type<DB>,
-    Option<&'q str>: Encode<'q, DB> + Type<DB>,
-    &'q [u8]: Encode<'q, DB> + Type<DB>,
-{
-    let mut sql = QueryBuilder::new("");
-    push_cdr_upsert(&mut sql, rows, now, body_cast, key);
-    sql
-}
-
-/// [`cdr_upsert`] appended to `sql`, for a batch of statements.
-pub(crate) fn push_cdr_upsert<'q, DB>(
     sql: &mut QueryBuilder<'q, DB>,
     rows: &'q [CdrRow<'q>],
     now: Timestamp,

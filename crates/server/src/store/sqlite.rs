@@ -1093,7 +1093,7 @@ async fn write_cdrs(
     }
     let mut sql = QueryBuilder::<Sqlite>::new("");
     for rows in &rows {
-        sql::push_cdr_upsert(&mut sql, rows, now, "", "call_id");
+        sql::cdr_upsert(&mut sql, rows, now, "", "call_id");
         sql.push("; ");
     }
     let folded: Vec<_> = tables

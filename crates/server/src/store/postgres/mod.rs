@@ -438,10 +438,9 @@ impl Store for PgStore {
                 .await?;
             }
             let rows = sql::cdr_rows(chunk, &self.params, &mut deltas)?;
-            sql::cdr_upsert::<Postgres>(&rows, now, "::jsonb", "call_id, start_ms")
-                .build()
-                .execute(&mut *tx)
-                .await?;
+            let mut upsert = QueryBuilder::<Postgres>::new("");
+            sql::cdr_upsert(&mut upsert, &rows, now, "::jsonb", "call_id, start_ms");
+            upsert.build().execute(&mut *tx).await?;
         }
         let deltas: Vec<(RollupKey, Tally)> =
             deltas.into_iter().filter(|(_, d)| !d.is_empty()).collect();
