@@ -942,7 +942,6 @@ async fn checkpoint_wal(
 /// WAL pages (4 KiB) past which the checkpointer lets the writer start the WAL over: 16 MiB.
 const WAL_RESTART_PAGES: i64 = 4_096;
 
-/// Indexes call events under their log rows, a chunk per statement.
 /// Call events with their JSON bodies, as [`push_call_events`] writes them.
 type EncodedCallEvent<'a> = (i64, &'a CallEvent, String);
 
@@ -1064,23 +1063,25 @@ async fn write_cdrs(
         .collect::<Result<Vec<_>, _>>()?;
     let deltas: Vec<(RollupKey, Tally)> =
         deltas.into_iter().filter(|(_, d)| !d.is_empty()).collect();
-    let (combos, slices): (Vec<&(RollupKey, Tally)>, Vec<_>) = deltas
-        .iter()
-        .partition(|(k, _)| matches!(k, RollupKey::Combo { .. }));
     let tables = [
-        ("rollups", COMBO_COLUMNS, combos),
-        ("rollup_slices", SLICE_COLUMNS, slices),
+        ("rollups", COMBO_COLUMNS, true),
+        ("rollup_slices", SLICE_COLUMNS, false),
     ];
+    let in_table = |key: &RollupKey, combo: bool| matches!(key, RollupKey::Combo { .. }) == combo;
     let mut current: HashMap<RollupKey, Tally> = HashMap::new();
     if !deltas.is_empty() {
         let mut sql = QueryBuilder::<Sqlite>::new("");
-        for (table, columns, mine) in &tables {
-            for chunk in mine.chunks(DELTA_CHUNK) {
-                let keys: Vec<&RollupKey> = chunk.iter().map(|(k, _)| k).collect();
+        for (table, columns, combo) in tables {
+            let keys: Vec<&RollupKey> = deltas
+                .iter()
+                .map(|(k, _)| k)
+                .filter(|k| in_table(k, combo))
+                .collect();
+            for keys in keys.chunks(DELTA_CHUNK) {
                 sql.push(format!(
                     "SELECT {columns}, tally FROM {table} WHERE ({columns}) IN "
                 ));
-                sql::push_key_list(&mut sql, &keys);
+                sql::push_key_list(&mut sql, keys);
                 sql.push("; ");
             }
         }
@@ -1096,17 +1097,16 @@ async fn write_cdrs(
         sql::cdr_upsert(&mut sql, rows, now, "", "call_id");
         sql.push("; ");
     }
-    let folded: Vec<_> = tables
-        .iter()
-        .map(|(table, columns, mine)| {
-            let current = mine
-                .iter()
-                .filter_map(|(k, _)| Some((k.clone(), current.get(k)?.clone())))
-                .collect();
-            (table, columns, rollup::fold(current, mine))
-        })
-        .collect();
-    for (table, columns, (emptied, updated)) in &folded {
+    let all: Vec<&(RollupKey, Tally)> = deltas.iter().collect();
+    let (emptied, updated) = rollup::fold(current, &all);
+    for (table, columns, combo) in tables {
+        let emptied: Vec<&RollupKey> = emptied
+            .iter()
+            .copied()
+            .filter(|k| in_table(k, combo))
+            .collect();
+        let updated: Vec<&(&RollupKey, Tally)> =
+            updated.iter().filter(|(k, _)| in_table(k, combo)).collect();
         for chunk in emptied.chunks(DELTA_CHUNK) {
             sql.push(format!("DELETE FROM {table} WHERE ({columns}) IN "));
             sql::push_key_list(&mut sql, chunk);
