@@ -15,9 +15,10 @@ use callpulse_core::metrics::{MetricParams, Tally};
 use callpulse_core::{CallEvent, Cdr, Source, Timestamp};
 use callpulse_core::{Direction, Outcome};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::{ConnectOptions, Connection, QueryBuilder, Row, Sqlite, SqlitePool};
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Reads go through a small pool; every write goes through one connection, so writes queue in
@@ -30,7 +31,7 @@ use std::time::Duration;
 /// serving) is not seen until a restart.
 pub struct SqliteStore {
     pool: SqlitePool,
-    writer: SqlitePool,
+    writer: Arc<Writer>,
     params: MetricParams,
     cache: std::sync::RwLock<SliceCache>,
     /// At least the latest call start stored (only ever raised, so never below it).
@@ -44,6 +45,44 @@ pub struct SqliteStore {
 /// another process moved the database under the snapshot it read (SQLITE_BUSY_SNAPSHOT, which no
 /// timeout retries).
 const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+
+/// The one connection every write goes through, behind a fair lock. Held directly rather than as
+/// a pool of one, whose checkout and return each cost a round trip to the connection's thread (a
+/// ping) and the return a spawned task, all with the write lock held.
+struct Writer {
+    conn: tokio::sync::Mutex<sqlx::SqliteConnection>,
+    options: SqliteConnectOptions,
+}
+
+type WriterGuard<'a> = tokio::sync::MutexGuard<'a, sqlx::SqliteConnection>;
+
+impl Writer {
+    /// The connection, with no transaction left open by its last user.
+    async fn connection(&self) -> Result<WriterGuard<'_>, StoreError> {
+        let mut conn = self.conn.lock().await;
+        if conn.is_in_transaction() {
+            // A commit that failed (a full disk: SQLITE_FULL) leaves its transaction open, and
+            // neither a new transaction nor the durability setting can start inside it: roll it
+            // back (its callers were told it failed). sqlx's rollback first, for a transaction
+            // it began; then SQL's, for one begun by a statement.
+            let _ = <<Sqlite as sqlx::Database>::TransactionManager as sqlx::TransactionManager>::rollback(&mut *conn).await;
+            if conn.is_in_transaction() {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            }
+            if conn.is_in_transaction() {
+                self.reopen(&mut conn).await?;
+            }
+        }
+        Ok(conn)
+    }
+
+    /// Replaces a connection in an unknown state with a fresh one; the old one closes, and its
+    /// transaction with it.
+    async fn reopen(&self, conn: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
+        *conn = self.options.connect().await?;
+        Ok(())
+    }
+}
 
 /// A batch of statements that opens a write transaction committing with `durability`, to be sent
 /// to the writer connection in one round trip ([`send_batch`]) with what follows, up to `COMMIT`.
@@ -147,13 +186,14 @@ impl SqliteStore {
             .pragma("temp_store", "memory")
             // A WAL that grew past this is cut back to it when it starts over.
             .pragma("journal_size_limit", "67108864");
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
-            .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        let mut conn = options.connect().await?;
+        sqlx::migrate!("./migrations/sqlite").run(&mut conn).await?;
         // A rebuild stopped between dropping the call events' indexes and making them again.
-        create_call_event_indexes(&mut *writer.acquire().await?).await?;
+        create_call_event_indexes(&mut conn).await?;
+        let writer = Arc::new(Writer {
+            conn: tokio::sync::Mutex::new(conn),
+            options: options.clone(),
+        });
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
@@ -189,38 +229,17 @@ impl SqliteStore {
     }
 
     /// The writer connection, with no transaction left open by its last user.
-    async fn writer_connection(&self) -> Result<sqlx::pool::PoolConnection<Sqlite>, StoreError> {
-        let mut conn = self.writer.acquire().await?;
-        if conn.is_in_transaction() {
-            // A commit that failed (a full disk: SQLITE_FULL) leaves its transaction open, and
-            // neither a new transaction nor the durability setting can start inside it: roll it
-            // back (its callers were told it failed). sqlx's rollback first, for a transaction
-            // it began; then SQL's, for one begun by a statement.
-            let _ = <<Sqlite as sqlx::Database>::TransactionManager as sqlx::TransactionManager>::rollback(&mut conn).await;
-            if conn.is_in_transaction() {
-                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-            }
-            if conn.is_in_transaction() {
-                // The pool opens a fresh connection next time.
-                conn.close_on_drop();
-                return Err(StoreError::Corrupt(
-                    "the writer's transaction did not end".into(),
-                ));
-            }
-        }
-        Ok(conn)
+    async fn writer_connection(&self) -> Result<WriterGuard<'_>, StoreError> {
+        self.writer.connection().await
     }
 
     /// The writer connection, set to commit with `durability`; its transactions begin with
     /// [`BEGIN_WRITE`].
-    async fn writer(
-        &self,
-        durability: Durability,
-    ) -> Result<sqlx::pool::PoolConnection<Sqlite>, StoreError> {
+    async fn writer(&self, durability: Durability) -> Result<WriterGuard<'_>, StoreError> {
         let mut conn = self.writer_connection().await?;
         if let Err(e) = sqlx::query(durability.pragma()).execute(&mut *conn).await {
-            // The pool opens a fresh connection next time.
-            conn.close_on_drop();
+            // A fresh connection for the next write.
+            self.writer.reopen(&mut conn).await?;
             return Err(e.into());
         }
         Ok(conn)
@@ -917,7 +936,7 @@ impl Store for SqliteStore {
 /// `journal_size_limit` then trims the file.
 async fn checkpoint_wal(
     pool: SqlitePool,
-    writer: SqlitePool,
+    writer: Arc<Writer>,
     stop: tokio_util::sync::CancellationToken,
 ) {
     loop {
@@ -929,7 +948,13 @@ async fn checkpoint_wal(
         let first: Result<(i64, i64, i64), _> = sqlx::query_as(passive).fetch_one(&pool).await;
         let result = match first {
             Ok((_, wal_pages, _)) if wal_pages > WAL_RESTART_PAGES => {
-                sqlx::query(passive).execute(&writer).await.map(drop)
+                match writer.connection().await {
+                    Ok(mut conn) => sqlx::query(passive).execute(&mut *conn).await.map(drop),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "WAL checkpoint failed");
+                        continue;
+                    }
+                }
             }
             other => other.map(drop),
         };
