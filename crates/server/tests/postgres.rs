@@ -356,6 +356,36 @@ async fn a_repeated_id_is_a_duplicate_across_partitions() {
     assert_eq!(store.event_count().await.unwrap(), 1);
 }
 
+/// Two instances sharing the database append the same ids at once, each copy claiming a
+/// different day: every id is stored once, and exactly one append hears it was stored.
+#[tokio::test]
+async fn concurrent_appends_of_one_id_from_two_instances_store_it_once() {
+    let db = postgres::TestDb::create().await;
+    let instances = [
+        store::open(&db.url, MetricParams::default()).await.unwrap(),
+        store::open(&db.url, MetricParams::default()).await.unwrap(),
+    ];
+    let now = pipeline::now().millis();
+    let ids: Vec<String> = (0..40).map(|i| format!("EV_race{i:02}")).collect();
+    let appends = (0..24).map(|task| {
+        let store = instances[task % 2].clone();
+        let batch: Vec<NewEvent> = ids
+            .iter()
+            .map(|id| webhook("02", id, now - (task as i64 % 4) * DAY))
+            .collect();
+        tokio::spawn(async move { store.append(&batch).await.unwrap() })
+    });
+    let outcomes = futures::future::join_all(appends).await;
+    for (i, _) in ids.iter().enumerate() {
+        let stored = outcomes
+            .iter()
+            .filter(|o| matches!(o.as_ref().unwrap()[i], Appended::Stored { .. }))
+            .count();
+        assert_eq!(stored, 1, "{} stored {stored} times", ids[i]);
+    }
+    assert_eq!(instances[0].event_count().await.unwrap(), ids.len() as i64);
+}
+
 /// The pipeline's position only passes transactions that have finished: an append that
 /// commits while an older transaction is still open is held back until that one ends, so the
 /// older one can never land behind the position.

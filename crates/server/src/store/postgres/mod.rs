@@ -177,117 +177,63 @@ impl Lease for PgLease {
 #[async_trait]
 impl Store for PgStore {
     async fn append(&self, batch: &[NewEvent]) -> Result<Vec<Appended>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let mut out = Vec::with_capacity(batch.len());
-        let mut agents = false;
-        // The primary key holds the partition key, so it only finds a repeated id within one
-        // partition. Each id is locked instead (in one order, so batches cannot deadlock) and
-        // looked for in every partition: an id is stored once, whatever its time says.
-        let keys: Vec<String> = batch
-            .iter()
-            .map(|e| format!("{}:{}", source_name(e.source), e.event_id))
-            .collect();
-        sqlx::query(
-            "SELECT COUNT(pg_advisory_xact_lock(h)) FROM
-                 (SELECT DISTINCT hashtext(k) AS h FROM UNNEST($1::text[]) AS k ORDER BY h) ids",
-        )
-        .bind(&keys)
-        .execute(&mut *tx)
-        .await?;
-        // Which events are new: the first of each id in the batch, unless already logged.
-        let mut first: HashMap<(&str, &str), usize> = HashMap::new();
-        for (i, e) in batch.iter().enumerate() {
-            first
-                .entry((source_name(e.source), e.event_id.as_str()))
-                .or_insert(i);
-        }
-        let (sources, ids): (Vec<&str>, Vec<&str>) = first.keys().copied().unzip();
-        let logged: Vec<(String, String)> = sqlx::query_as(
-            "SELECT source, event_id FROM event_log
-             WHERE (source, event_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
-        )
-        .bind(&sources)
-        .bind(&ids)
-        .fetch_all(&mut *tx)
-        .await?;
-        for (source, id) in &logged {
-            first.remove(&(source.as_str(), id.as_str()));
-        }
-        let mut new: Vec<usize> = first.into_values().collect();
-        new.sort_unstable();
-        // One statement for the new events, one for their call events.
-        let pick = |f: &dyn Fn(&NewEvent) -> String| -> Vec<String> {
-            new.iter().map(|i| f(&batch[*i])).collect()
-        };
-        let inserted: Vec<(i64, String, String)> = sqlx::query_as(
-            "INSERT INTO event_log
-                 (source, event_id, event_type, occurred_ms, received_at_ms, body)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
-                                  $6::bytea[])
-             ON CONFLICT DO NOTHING RETURNING seq, source, event_id",
-        )
-        .bind(pick(&|e| source_name(e.source).to_owned()))
-        .bind(pick(&|e| e.event_id.clone()))
-        .bind(pick(&|e| e.event_type.clone()))
-        .bind(
-            new.iter()
-                .map(|i| batch[*i].occurred_at.millis())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            new.iter()
-                .map(|i| batch[*i].received_at.millis())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            new.iter()
-                .map(|i| batch[*i].body.clone())
-                .collect::<Vec<_>>(),
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        let seqs: HashMap<(String, String), i64> = inserted
-            .into_iter()
-            .map(|(seq, source, id)| ((source, id), seq))
-            .collect();
-        let mut stored: Vec<Option<i64>> = vec![None; batch.len()];
-        for i in new {
-            let e = &batch[i];
-            stored[i] = seqs
-                .get(&(source_name(e.source).to_owned(), e.event_id.clone()))
-                .copied();
-        }
-        let calls: Vec<(i64, Timestamp, &CallEvent)> = batch
-            .iter()
-            .zip(&stored)
-            .filter_map(|(e, seq)| Some(((*seq)?, e.received_at, e.call_event.as_ref()?)))
-            .collect();
-        insert_call_events(&mut tx, &calls).await?;
-        for (e, seq) in batch.iter().zip(&stored) {
-            let Some(seq) = seq else {
-                out.push(Appended::Duplicate);
-                continue;
+        // One statement (`callpulse_append`, migration 0005), its own transaction.
+        let mut c = AppendColumns::default();
+        for e in batch {
+            c.source.push(source_name(e.source));
+            c.event_id.push(e.event_id.as_str());
+            c.event_type.push(e.event_type.as_str());
+            c.occurred_ms.push(e.occurred_at.millis());
+            c.received_at_ms.push(e.received_at.millis());
+            c.body.push(e.body.as_slice());
+            let (call_id, room_sid, room_name) = match &e.call_event {
+                Some(event) => event_index(event),
+                None => (None, None, None),
             };
-            if let Some(report) = &e.agent_report {
-                sqlx::query(
-                    "INSERT INTO agent_states (agent_id, state, at_ms) VALUES ($1, $2, $3)
-                     ON CONFLICT (agent_id) DO UPDATE
-                     SET state = excluded.state, at_ms = excluded.at_ms
-                     WHERE excluded.at_ms >= agent_states.at_ms",
-                )
-                .bind(&report.agent_id)
-                .bind(report.reported.state.as_str())
-                .bind(report.reported.at.millis())
-                .execute(&mut *tx)
-                .await?;
-                agents = true;
-            }
-            out.push(Appended::Stored { seq: *seq });
+            c.call_id.push(call_id);
+            c.room_sid.push(room_sid);
+            c.room_name.push(room_name);
+            c.at_ms
+                .push(e.call_event.as_ref().map(|event| event.at.millis()));
+            c.call_event_type
+                .push(e.call_event.as_ref().map(|event| event.body.type_name()));
+            c.call_event
+                .push(e.call_event.as_ref().map(encode_json).transpose()?);
+            let report = e.agent_report.as_ref();
+            c.agent_id.push(report.map(|r| r.agent_id.as_str()));
+            c.agent_state
+                .push(report.map(|r| r.reported.state.as_str()));
+            c.agent_at_ms.push(report.map(|r| r.reported.at.millis()));
         }
-        if agents {
-            notify(&mut tx, AGENTS_CHANNEL, "").await?;
+        let stored: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT ord, seq FROM callpulse_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+             $11, $12, $13, $14, $15)",
+        )
+        .bind(&c.source)
+        .bind(&c.event_id)
+        .bind(&c.event_type)
+        .bind(&c.occurred_ms)
+        .bind(&c.received_at_ms)
+        .bind(&c.body)
+        .bind(&c.call_id)
+        .bind(&c.room_sid)
+        .bind(&c.room_name)
+        .bind(&c.at_ms)
+        .bind(&c.call_event_type)
+        .bind(&c.call_event)
+        .bind(&c.agent_id)
+        .bind(&c.agent_state)
+        .bind(&c.agent_at_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = vec![Appended::Duplicate; batch.len()];
+        for (ord, seq) in stored {
+            let slot = usize::try_from(ord - 1)
+                .ok()
+                .and_then(|i| out.get_mut(i))
+                .ok_or_else(|| StoreError::Corrupt(format!("append returned position {ord}")))?;
+            *slot = Appended::Stored { seq };
         }
-        tx.commit().await?;
         Ok(out)
     }
 
@@ -948,6 +894,26 @@ async fn insert_call_events(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// The arguments of `callpulse_append`: a column each, an element per event.
+#[derive(Default)]
+struct AppendColumns<'a> {
+    source: Vec<&'a str>,
+    event_id: Vec<&'a str>,
+    event_type: Vec<&'a str>,
+    occurred_ms: Vec<i64>,
+    received_at_ms: Vec<i64>,
+    body: Vec<&'a [u8]>,
+    call_id: Vec<Option<&'a str>>,
+    room_sid: Vec<Option<&'a str>>,
+    room_name: Vec<Option<&'a str>>,
+    at_ms: Vec<Option<i64>>,
+    call_event_type: Vec<Option<&'a str>>,
+    call_event: Vec<Option<String>>,
+    agent_id: Vec<Option<&'a str>>,
+    agent_state: Vec<Option<&'a str>>,
+    agent_at_ms: Vec<Option<i64>>,
 }
 
 /// One column of rollup keys, bound as an array.
