@@ -68,9 +68,6 @@ BEGIN
         SELECT n.seq, n.call_id, n.room_sid, n.room_name, n.at_ms, n.received_at_ms,
                n.call_event_type, n.call_event
         FROM numbered n WHERE n.call_event IS NOT NULL
-        ON CONFLICT (seq, at_ms) DO UPDATE SET call_id = excluded.call_id,
-            room_sid = excluded.room_sid, room_name = excluded.room_name,
-            event_type = excluded.event_type, body = excluded.body
     )
     SELECT array_agg(n.ord ORDER BY n.ord), array_agg(n.seq ORDER BY n.ord)
     INTO stored_ord, stored_seq FROM numbered n;

@@ -946,17 +946,16 @@ async fn checkpoint_wal(
         }
         let passive = "PRAGMA wal_checkpoint(PASSIVE)";
         let first: Result<(i64, i64, i64), _> = sqlx::query_as(passive).fetch_one(&pool).await;
-        let result = match first {
+        let result: Result<(), StoreError> = match first {
             Ok((_, wal_pages, _)) if wal_pages > WAL_RESTART_PAGES => {
-                match writer.connection().await {
-                    Ok(mut conn) => sqlx::query(passive).execute(&mut *conn).await.map(drop),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "WAL checkpoint failed");
-                        continue;
-                    }
+                async {
+                    let mut conn = writer.connection().await?;
+                    sqlx::query(passive).execute(&mut *conn).await?;
+                    Ok(())
                 }
+                .await
             }
-            other => other.map(drop),
+            other => other.map(drop).map_err(StoreError::from),
         };
         if let Err(e) = result {
             tracing::warn!(error = %e, "WAL checkpoint failed");
