@@ -5,6 +5,7 @@ use crate::ingest::decode_logged;
 use crate::pipeline;
 use crate::store::{Store, StoreError};
 use callpulse_core::{BuildParams, Cdr};
+use futures::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 
 /// What a rebuild did.
@@ -21,6 +22,8 @@ const PAGE: i64 = 5000;
 const CALLS_PER_PAGE: usize = 500;
 /// Pages a stage may run ahead of the next.
 const STAGE_QUEUE: usize = 2;
+/// Pages of calls whose events are read at once, each on its own reader connection.
+const READS_AT_ONCE: usize = 2;
 
 /// How much older (ms) the oldest CDR is than the oldest logged event, if by more than a day:
 /// retention dropped the events of those CDRs, and a rebuild cannot make them again.
@@ -44,10 +47,10 @@ pub async fn unlogged_cdrs(store: &dyn Store) -> Result<Option<i64>, StoreError>
 /// Re-decodes every logged event and rebuilds every CDR. `progress` is told how many log rows
 /// and then how many calls are done, with their totals.
 ///
-/// Each phase runs as two stages joined by a short queue, so the two cores work at once: while
-/// the store writes one page (call events, then CDRs with their rollups, on the writer
-/// connection), the next is read on a reader connection and decoded or built on a blocking
-/// thread.
+/// Each phase runs as stages joined by short queues, so the two cores work at once: while the
+/// store writes one page (call events, then CDRs with their rollups, on the writer connection),
+/// the next log page is read while the last is decoded on a blocking thread, or two pages of
+/// calls are read, each on its own reader connection, and built.
 pub async fn rebuild(
     store: &dyn Store,
     params: &BuildParams,
@@ -57,8 +60,8 @@ pub async fn rebuild(
     store.reset_derived().await?;
     let mut report = RebuildReport::default();
 
-    let (decoded_tx, mut decoded_rx) = mpsc::channel::<(usize, Vec<_>)>(STAGE_QUEUE);
-    let read_and_decode = async move {
+    let (decoded_tx, mut decoded_rx) = mpsc::channel(STAGE_QUEUE);
+    let read = async move {
         let mut after = 0;
         loop {
             let rows = store.raw_events_after(after, PAGE).await?;
@@ -66,21 +69,22 @@ pub async fn rebuild(
                 return Ok(());
             };
             after = last.seq;
-            let decoded = off_thread(move || {
+            // Decoded on a blocking thread while the next page is read.
+            let decoding = tokio::task::spawn_blocking(move || {
                 let decoded: Vec<_> = rows
                     .iter()
                     .filter_map(|raw| decode_logged(raw).map(|e| (raw.seq, raw.received_at, e)))
                     .collect();
                 (rows.len(), decoded)
-            })
-            .await;
-            if decoded_tx.send(decoded).await.is_err() {
+            });
+            if decoded_tx.send(decoding).await.is_err() {
                 return Ok(());
             }
         }
     };
     let write_events = async {
-        while let Some((rows, decoded)) = decoded_rx.recv().await {
+        while let Some(decoding) = decoded_rx.recv().await {
+            let (rows, decoded) = joined(decoding).await;
             store.insert_call_events(&decoded).await?;
             report.events += rows as u64;
             report.call_events += decoded.len() as u64;
@@ -88,27 +92,33 @@ pub async fn rebuild(
         }
         Ok::<_, StoreError>(())
     };
-    tokio::try_join!(read_and_decode, write_events)?;
+    tokio::try_join!(read, write_events)?;
     store.index_call_events().await?;
 
     let calls = store.all_call_ids().await?;
     let total_calls = calls.len() as u64;
     let (built_tx, mut built_rx) = mpsc::channel::<(usize, Vec<Cdr>)>(STAGE_QUEUE);
     let read_and_build = async move {
-        for chunk in calls.chunks(CALLS_PER_PAGE) {
-            let mut events = store.events_for_calls(chunk).await?;
-            let (chunk, params, chunk_len) = (chunk.to_vec(), params.clone(), chunk.len());
-            let cdrs = off_thread(move || {
-                chunk
-                    .iter()
-                    .filter_map(|id| {
-                        pipeline::build_call(id, &events.remove(id).unwrap_or_default(), &params)
-                    })
-                    .collect()
+        let mut pages = futures::stream::iter(calls.chunks(CALLS_PER_PAGE))
+            .map(|chunk| async move {
+                let mut events = store.events_for_calls(chunk).await?;
+                let (chunk, params) = (chunk.to_vec(), params.clone());
+                let built = tokio::task::spawn_blocking(move || {
+                    let cdrs: Vec<Cdr> = chunk
+                        .iter()
+                        .filter_map(|id| {
+                            let events = events.remove(id).unwrap_or_default();
+                            pipeline::build_call(id, &events, &params)
+                        })
+                        .collect();
+                    (chunk.len(), cdrs)
+                });
+                Ok::<_, StoreError>(joined(built).await)
             })
-            .await;
-            if built_tx.send((chunk_len, cdrs)).await.is_err() {
-                return Ok(());
+            .buffered(READS_AT_ONCE);
+        while let Some(page) = pages.try_next().await? {
+            if built_tx.send(page).await.is_err() {
+                break;
             }
         }
         Ok::<_, StoreError>(())
@@ -130,9 +140,9 @@ pub async fn rebuild(
     Ok(report)
 }
 
-/// Runs CPU work on a blocking thread, so it overlaps the other stage's database work.
-async fn off_thread<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(work)
-        .await
+/// The result of CPU work run on a blocking thread (so it overlaps the stages' database work),
+/// its panic passed on.
+async fn joined<T>(work: tokio::task::JoinHandle<T>) -> T {
+    work.await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }

@@ -46,6 +46,13 @@ pub struct SqliteStore {
 /// timeout retries).
 const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 
+/// Rows a connection's thread may send ahead of the task reading them. At sqlx's 50, a read of
+/// thousands of rows (a rebuild's pages, the pipeline's gathering) stopped the thread every 50
+/// rows until the task caught up: at 4,096 a rebuild of 746k events made 180-210k voluntary
+/// context switches instead of 440-480k, spent a quarter less time in the kernel, and took about
+/// 6 % less time.
+const ROW_CHANNEL: usize = 4096;
+
 /// The one connection every write goes through, behind a fair lock. Held directly rather than as
 /// a pool of one, whose checkout and return each cost a round trip to the connection's thread (a
 /// ping) and the return a spawned task, all with the write lock held.
@@ -177,6 +184,7 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
+            .row_buffer_size(ROW_CHANNEL)
             // 16 MiB of page cache a connection instead of 2: the pipeline re-reads recent pages.
             .pragma("cache_size", "-16384")
             .pragma("wal_autocheckpoint", "0")
