@@ -236,15 +236,10 @@ impl SqliteStore {
         })
     }
 
-    /// The writer connection, with no transaction left open by its last user.
-    async fn writer_connection(&self) -> Result<WriterGuard<'_>, StoreError> {
-        self.writer.connection().await
-    }
-
     /// The writer connection, set to commit with `durability`; its transactions begin with
     /// [`BEGIN_WRITE`].
     async fn writer(&self, durability: Durability) -> Result<WriterGuard<'_>, StoreError> {
-        let mut conn = self.writer_connection().await?;
+        let mut conn = self.writer.connection().await?;
         if let Err(e) = sqlx::query(durability.pragma()).execute(&mut *conn).await {
             // A fresh connection for the next write.
             self.writer.reopen(&mut conn).await?;
@@ -334,7 +329,7 @@ impl SqliteStore {
         let mut sql = begin_batch(Durability::Derived);
         push_call_events(&mut sql, &encoded);
         sql.push("COMMIT");
-        let mut conn = self.writer_connection().await?;
+        let mut conn = self.writer.connection().await?;
         // Up to 250 events a batch: as many texts, which would push the appends' out.
         let sent = send_batch(&mut conn, sql, false).await;
         end_failed(&mut conn, sent).await.map(drop)
@@ -412,7 +407,7 @@ impl Store for SqliteStore {
             );
         }
         sql.push("COMMIT");
-        let mut conn = self.writer_connection().await?;
+        let mut conn = self.writer.connection().await?;
         let sent = send_batch(&mut conn, sql, true).await;
         let rows = end_failed(&mut conn, sent).await?;
         let mut new_seqs: HashMap<(String, String), i64> = rows
@@ -538,7 +533,7 @@ impl Store for SqliteStore {
 
     async fn upsert_cdrs(&self, cdrs: &[Cdr], now: Timestamp) -> Result<(), StoreError> {
         let unique = latest_versions(cdrs);
-        let mut conn = self.writer_connection().await?;
+        let mut conn = self.writer.connection().await?;
         let written = write_cdrs(&mut conn, &unique, &self.params, now).await;
         let deltas = end_failed(&mut conn, written).await?;
         if let Some(latest) = unique.iter().map(|c| c.start_time.millis()).max() {
@@ -656,7 +651,7 @@ impl Store for SqliteStore {
             .push(", ")
             .push_bind(value.seq)
             .push(") ON CONFLICT (name) DO UPDATE SET value = excluded.value; COMMIT");
-        let mut conn = self.writer_connection().await?;
+        let mut conn = self.writer.connection().await?;
         let sent = send_batch(&mut conn, sql, true).await;
         end_failed(&mut conn, sent).await.map(drop)
     }
