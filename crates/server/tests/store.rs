@@ -304,6 +304,7 @@ async fn agent_states_keep_the_latest_report_by_event_time() {
                 },
             }),
             occurred_at: Timestamp(at),
+            sent_at: None,
         };
         let appended = store
             .append(&[
@@ -503,4 +504,147 @@ async fn events_logged_before_the_upgrade_and_not_yet_applied_are_applied_after_
             "the call's CDR is built after the upgrade"
         );
     }
+}
+
+/// SQLite's log finds a repeated event by (source, when it was sent, id) since the upgrade that
+/// keyed it so. Rows logged before it get the time the decoder gives them (a LiveKit webhook its
+/// `createdAt`, an application event none), so a repeat of any of them is still refused after
+/// the upgrade, sequence numbers carry on from the old counter, and a call's timeline still
+/// finds where each of its events was logged.
+#[tokio::test]
+async fn events_logged_before_the_log_was_keyed_by_time_are_still_refused_when_repeated() {
+    use callpulse_server::ingest::{app_entries, app_events, livekit, webhook_entry};
+    use callpulse_server::simulate::{Payload, random_call};
+    use callpulse_server::store::Appended;
+    use rand::SeedableRng;
+    use sqlx::Connection;
+
+    let dir = tempfile::tempdir().unwrap();
+    let t0: i64 = 1_795_000_000_000;
+    let script = random_call(&mut rand::rngs::StdRng::seed_from_u64(8), t0);
+    let mut entries: Vec<_> = script
+        .room
+        .iter()
+        .chain(&script.egress)
+        .filter_map(|step| match &step.payload {
+            Payload::Webhook(body) => {
+                // Arrival two seconds after the event: the key must not be the arrival.
+                let received = Timestamp(step.at_ms + 2_000);
+                let decoded = livekit::decode(body, received).unwrap();
+                Some(webhook_entry(decoded, body.clone(), received))
+            }
+            Payload::App(_) => None,
+        })
+        .collect();
+    let call_id = entries
+        .iter()
+        .find_map(|e| match &e.call_event.as_ref()?.scope {
+            callpulse_core::event::Scope::Call { call_id } => Some(call_id.clone()),
+            _ => None,
+        })
+        .expect("the call has a call-scoped event");
+    let app = serde_json::json!([
+        {"id": "AE_queue", "type": "queue_entered", "at": "2026-11-18T20:13:20.250Z",
+         "call_id": call_id, "queue": "support"},
+        {"id": "AE_agent", "type": "agent_state", "at": "2026-11-18T20:13:21.123Z",
+         "agent_id": "agent-7", "state": "available"},
+    ]);
+    entries.extend(app_entries(
+        app_events::parse_batch(&app).unwrap(),
+        Timestamp(t0 + 60_000),
+    ));
+    assert!(entries.len() >= 5);
+
+    // The layout before the upgrade, its log written as the store wrote it then.
+    let old_migrations = dir.path().join("migrations");
+    std::fs::create_dir(&old_migrations).unwrap();
+    for file in
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite")).unwrap()
+    {
+        let path = file.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if name.as_str() < "0008" {
+            std::fs::copy(&path, old_migrations.join(name)).unwrap();
+        }
+    }
+    let path = dir.path().join("old.db");
+    let mut old = sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+        .await
+        .unwrap();
+    sqlx::migrate::Migrator::new(old_migrations.as_path())
+        .await
+        .unwrap()
+        .run(&mut old)
+        .await
+        .unwrap();
+    for e in &entries {
+        sqlx::query(
+            "INSERT INTO event_log
+             (source, event_id, event_type, received_at_ms, body, call_event)
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(match e.source {
+            callpulse_core::Source::Livekit => "livekit",
+            callpulse_core::Source::App => "app",
+        })
+        .bind(&e.event_id)
+        .bind(&e.event_type)
+        .bind(e.received_at.millis())
+        .bind(&e.body)
+        .bind(
+            e.call_event
+                .as_ref()
+                .map(|c| serde_json::to_string(c).unwrap()),
+        )
+        .execute(&mut old)
+        .await
+        .unwrap();
+    }
+    // A row logged and then removed: its number is never given again.
+    sqlx::query("INSERT INTO event_log (source, event_id, event_type, received_at_ms, body) VALUES ('livekit', 'EV_gone', 'room_started', 1, x'7b7d')")
+        .execute(&mut old)
+        .await
+        .unwrap();
+    let gone: i64 = sqlx::query_scalar("SELECT MAX(seq) FROM event_log")
+        .fetch_one(&mut old)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM event_log WHERE seq = ?")
+        .bind(gone)
+        .execute(&mut old)
+        .await
+        .unwrap();
+    old.close().await.unwrap();
+
+    let upgraded = store::open(
+        &format!("sqlite://{}", path.display()),
+        MetricParams::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(upgraded.event_count().await.unwrap(), entries.len() as i64);
+    let again = upgraded.append(&entries).await.unwrap();
+    assert!(
+        again.iter().all(|a| matches!(a, Appended::Duplicate)),
+        "every repeat is refused: {again:?}"
+    );
+    let mut new = entries[0].clone();
+    new.event_id = "EV_after_the_upgrade".into();
+    match upgraded.append(&[new]).await.unwrap()[..] {
+        [Appended::Stored { seq }] => assert!(seq > gone, "{seq} follows {gone}"),
+        ref other => panic!("the new event is stored: {other:?}"),
+    }
+    let build = callpulse_core::BuildParams {
+        now: Timestamp(t0 + 86_400_000),
+        ..Default::default()
+    };
+    callpulse_server::pipeline::catch_up(upgraded.as_ref(), &build, None)
+        .await
+        .unwrap();
+    let timeline = upgraded.call_timeline(&call_id).await.unwrap();
+    assert!(timeline.len() >= 3);
+    assert!(
+        timeline.iter().all(|e| e.seq > 0),
+        "every event is found where it was logged: {timeline:?}"
+    );
 }

@@ -84,6 +84,8 @@ pub struct DecodedWebhook {
     pub event_name: String,
     /// When it happened: its `createdAt`, or when it arrived if that is missing or absurd.
     pub at: Timestamp,
+    /// Its `createdAt` alone, when present and sane.
+    pub sent_at: Option<Timestamp>,
     /// The call event it contributes, if it matters to a CDR.
     pub call_event: Option<CallEvent>,
 }
@@ -142,11 +144,10 @@ pub fn decode(body: &[u8], received_at: Timestamp) -> Result<DecodedWebhook, Ing
     } else {
         event.id.clone()
     };
-    let at = if (1..=MAX_EPOCH_SECS).contains(&event.created_at) {
-        Timestamp::from_secs(event.created_at)
-    } else {
-        received_at
-    };
+    let sent_at = (1..=MAX_EPOCH_SECS)
+        .contains(&event.created_at)
+        .then(|| Timestamp::from_secs(event.created_at));
+    let at = sent_at.unwrap_or(received_at);
     let call_event = to_body(&event, &unknown).map(|(scope, body)| CallEvent {
         key: event_id.clone(),
         source: Source::Livekit,
@@ -159,6 +160,7 @@ pub fn decode(body: &[u8], received_at: Timestamp) -> Result<DecodedWebhook, Ing
         event_id,
         event_name: event.event,
         at,
+        sent_at,
         call_event,
     })
 }

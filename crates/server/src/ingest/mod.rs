@@ -40,6 +40,7 @@ pub fn webhook_entry(
         call_event: decoded.call_event,
         agent_report: None,
         occurred_at: decoded.at,
+        sent_at: decoded.sent_at,
     }
 }
 
@@ -80,6 +81,7 @@ pub fn app_entries(
                 call_event,
                 agent_report,
                 occurred_at,
+                sent_at: None,
             }
         })
         .collect()

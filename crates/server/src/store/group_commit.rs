@@ -120,6 +120,7 @@ mod tests {
             call_event: None,
             agent_report: None,
             occurred_at: Timestamp(1_000),
+            sent_at: None,
         }
     }
 

@@ -140,6 +140,11 @@ pub struct NewEvent {
     /// `at`), else when it arrived. A retry carries the same body, so it has the same time: the
     /// partitioned log finds duplicates within one partition.
     pub occurred_at: Timestamp,
+    /// When the sender says it sent the event: a LiveKit body's `createdAt`, which every retry
+    /// repeats (it resends the same bytes, FACTS.md §2.4). SQLite's duplicate check leads with
+    /// it, so appends land at the end of its index instead of at random places. Events without
+    /// one (application events, whose id alone must decide) share the key's `None` part.
+    pub sent_at: Option<Timestamp>,
 }
 
 /// A firing alert as stored: its rule, key and the notice that fired it.
@@ -470,11 +475,13 @@ pub trait Store: Send + Sync + 'static {
     /// The latest notices, newest first, with how many of their deliveries are still pending.
     async fn recent_notices(&self, limit: i64)
     -> Result<Vec<(serde_json::Value, i64)>, StoreError>;
-    /// The log position and arrival time of the logged event `key` of `source`.
+    /// The log position and arrival time of the logged event `key` of `source`. `at` is the
+    /// event's time, which a backend whose log is keyed by time uses to find it.
     async fn arrival(
         &self,
         source: Source,
         key: &str,
+        at: Timestamp,
     ) -> Result<Option<(i64, Timestamp)>, StoreError>;
     /// The events the builder used for a call, each with where and when it was logged.
     async fn call_timeline(&self, call_id: &str) -> Result<Vec<TimelineEntry>, StoreError> {
@@ -483,7 +490,7 @@ pub trait Store: Send + Sync + 'static {
         let mut out = Vec::with_capacity(events.len());
         for event in events.into_iter().cloned() {
             let (seq, received_at) = self
-                .arrival(event.source, &event.key)
+                .arrival(event.source, &event.key, event.at)
                 .await?
                 .unwrap_or((0, event.at));
             out.push(TimelineEntry {

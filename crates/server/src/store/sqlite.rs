@@ -377,6 +377,8 @@ impl Store for SqliteStore {
                 .push_bind(report.reported.at.millis())
                 .push(" WHERE NOT EXISTS (SELECT 1 FROM event_log WHERE source = ")
                 .push_bind(source_name(e.source))
+                .push(" AND dedup_ms = ")
+                .push_bind(dedup_ms(e))
                 .push(" AND event_id = ")
                 .push_bind(e.event_id.as_str())
                 .push(
@@ -392,7 +394,7 @@ impl Store for SqliteStore {
         {
             sql.push(
                 "INSERT INTO event_log \
-                 (source, event_id, event_type, received_at_ms, body, call_event) ",
+                 (source, event_id, event_type, received_at_ms, body, call_event, dedup_ms) ",
             );
             sql.push_values(chunk.iter().zip(call_events), |mut b, (e, call_event)| {
                 b.push_bind(source_name(e.source))
@@ -400,10 +402,12 @@ impl Store for SqliteStore {
                     .push_bind(e.event_type.as_str())
                     .push_bind(e.received_at.millis())
                     .push_bind(e.body.as_slice())
-                    .push_bind(call_event.as_deref());
+                    .push_bind(call_event.as_deref())
+                    .push_bind(dedup_ms(e));
             });
             sql.push(
-                " ON CONFLICT (source, event_id) DO NOTHING RETURNING seq, source, event_id; ",
+                " ON CONFLICT (source, dedup_ms, event_id) DO NOTHING \
+                 RETURNING seq, source, event_id; ",
             );
         }
         sql.push("COMMIT");
@@ -833,12 +837,15 @@ impl Store for SqliteStore {
         &self,
         source: Source,
         key: &str,
+        at: Timestamp,
     ) -> Result<Option<(i64, Timestamp)>, StoreError> {
         let row = sqlx::query(
-            "SELECT seq, received_at_ms FROM event_log WHERE event_id = ? AND source = ?",
+            "SELECT seq, received_at_ms FROM event_log
+             WHERE source = ? AND dedup_ms IN (?, 0) AND event_id = ?",
         )
-        .bind(key)
         .bind(source_name(source))
+        .bind(at.millis())
+        .bind(key)
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(|r| (r.get("seq"), Timestamp(r.get("received_at_ms")))))
@@ -1153,4 +1160,10 @@ async fn write_cdrs(
     sql.push("COMMIT");
     send_batch(conn, sql, false).await?;
     Ok(deltas)
+}
+
+/// The time part of the log's duplicate check (migration 0008): when the sender sent the event,
+/// 0 when it does not say.
+fn dedup_ms(event: &NewEvent) -> i64 {
+    event.sent_at.map_or(0, Timestamp::millis)
 }

@@ -706,6 +706,7 @@ impl Store for PgStore {
         &self,
         source: Source,
         key: &str,
+        _at: Timestamp,
     ) -> Result<Option<(i64, Timestamp)>, StoreError> {
         let row = sqlx::query(
             "SELECT seq, received_at_ms FROM event_log WHERE event_id = $1 AND source = $2 ORDER BY seq LIMIT 1",
