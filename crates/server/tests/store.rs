@@ -387,6 +387,37 @@ async fn call_event_indexes_dropped_for_a_rebuild_come_back() {
     assert_eq!(call_event_indexes(&url).await, all);
 }
 
+/// A SQLite database `old.db` in `dir` with the layout of the migrations before `before` (a
+/// migration number), and a connection to it.
+async fn old_layout(
+    dir: &std::path::Path,
+    before: &str,
+) -> (std::path::PathBuf, sqlx::SqliteConnection) {
+    use sqlx::Connection;
+    let migrations = dir.join("migrations");
+    std::fs::create_dir(&migrations).unwrap();
+    for file in
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite")).unwrap()
+    {
+        let path = file.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if name.as_str() < before {
+            std::fs::copy(&path, migrations.join(name)).unwrap();
+        }
+    }
+    let path = dir.join("old.db");
+    let mut old = sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+        .await
+        .unwrap();
+    sqlx::migrate::Migrator::new(migrations.as_path())
+        .await
+        .unwrap()
+        .run(&mut old)
+        .await
+        .unwrap();
+    (path, old)
+}
+
 /// SQLite logs a call event in its log row and indexes it when the pipeline follows the log.
 /// A database written before that (events indexed in the append, some not yet applied) is
 /// upgraded so that the pipeline still applies every event it had not reached, and builds the
@@ -437,26 +468,7 @@ async fn events_logged_before_the_upgrade_and_not_yet_applied_are_applied_after_
 
     // The old layout (migrations before 0007), with the same rows: the log, every call event
     // indexed, and the pipeline's cursor past the first call event only.
-    let old_migrations = dir.path().join("migrations");
-    std::fs::create_dir(&old_migrations).unwrap();
-    for file in
-        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite")).unwrap()
-    {
-        let path = file.unwrap().path();
-        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-        if name.as_str() < "0007" {
-            std::fs::copy(&path, old_migrations.join(name)).unwrap();
-        }
-    }
-    let old_path = dir.path().join("old.db");
-    let old_url = format!("sqlite://{}?mode=rwc", old_path.display());
-    let mut old = sqlx::SqliteConnection::connect(&old_url).await.unwrap();
-    sqlx::migrate::Migrator::new(old_migrations.as_path())
-        .await
-        .unwrap()
-        .run(&mut old)
-        .await
-        .unwrap();
+    let (old_path, mut old) = old_layout(dir.path(), "0007").await;
     let first_call_event: i64 = {
         sqlx::query(&format!(
             "ATTACH DATABASE '{}' AS fresh",
@@ -556,27 +568,7 @@ async fn events_logged_before_the_log_was_keyed_by_time_are_still_refused_when_r
     assert!(entries.len() >= 5);
 
     // The layout before the upgrade, its log written as the store wrote it then.
-    let old_migrations = dir.path().join("migrations");
-    std::fs::create_dir(&old_migrations).unwrap();
-    for file in
-        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite")).unwrap()
-    {
-        let path = file.unwrap().path();
-        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-        if name.as_str() < "0008" {
-            std::fs::copy(&path, old_migrations.join(name)).unwrap();
-        }
-    }
-    let path = dir.path().join("old.db");
-    let mut old = sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", path.display()))
-        .await
-        .unwrap();
-    sqlx::migrate::Migrator::new(old_migrations.as_path())
-        .await
-        .unwrap()
-        .run(&mut old)
-        .await
-        .unwrap();
+    let (path, mut old) = old_layout(dir.path(), "0008").await;
     for e in &entries {
         sqlx::query(
             "INSERT INTO event_log
