@@ -640,3 +640,45 @@ async fn events_logged_before_the_log_was_keyed_by_time_are_still_refused_when_r
         "every event is found where it was logged: {timeline:?}"
     );
 }
+
+/// Under appends that never stop, the SQLite WAL still starts over, so it stays near the size at
+/// which the checkpointer lets the writer restart it (64 MiB). A checkpoint from a reader alone
+/// never copies the last frames while commits keep coming, and the WAL would then hold every
+/// page written: here 200 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_wal_starts_over_under_appends_that_never_stop() {
+    use callpulse_core::Source;
+    use callpulse_server::store::NewEvent;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("store.db");
+    let store = store::open(
+        &format!("sqlite://{}", db.display()),
+        MetricParams::default(),
+    )
+    .await
+    .unwrap();
+    let wal = dir.path().join("store.db-wal");
+    let body = vec![b'x'; 16 * 1024];
+    let mut largest = 0;
+    // 200 commits of 1 MiB at most 100 a second: at most 25 MiB between two checkpoints.
+    for commit in 0..200 {
+        let events: Vec<NewEvent> = (0..64)
+            .map(|i| NewEvent {
+                source: Source::App,
+                event_id: format!("{commit}-{i}"),
+                event_type: "note".into(),
+                received_at: Timestamp(0),
+                body: body.clone(),
+                call_event: None,
+                agent_report: None,
+                occurred_at: Timestamp(0),
+                sent_at: None,
+            })
+            .collect();
+        store.append(&events).await.unwrap();
+        largest = largest.max(std::fs::metadata(&wal).unwrap().len());
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(store.event_count().await.unwrap(), 200 * 64);
+    assert!(largest < 128 << 20, "the WAL grew to {} MiB", largest >> 20);
+}
