@@ -7,8 +7,9 @@
 //! - **ceiling**: `callpulse serve --bench-noop` (same binary and HTTP stack; it reads the body
 //!   and answers, verifying and storing nothing), as fast as the connections allow;
 //! - **sqlite** / **postgres**: a fresh database; first a fixed rate (`--rate`, open loop: each
-//!   latency counts from when the request was due, so a stall is not hidden), then as fast as
-//!   the connections allow; then the wait until the CDR pipeline has caught up, and the CDRs;
+//!   latency counts from when the request was due, so a stall is not hidden), with how far the CDR
+//!   pipeline is behind when it stops and the wait until it has caught up; then as fast as the
+//!   connections allow; then the wait until the pipeline has caught up, and the CDRs;
 //! - **memory**: resident memory of a fresh server with no calls, then with `--active-calls`
 //!   calls in progress (each one SIP caller ringing);
 //! - **kill9**: SIGKILL the SQLite server halfway through a full-speed run, restart it, and check
@@ -427,6 +428,14 @@ async fn backend(name: &str, database: &str, hooks: &[Webhook], args: &Args) -> 
     )
     .await;
     println!("{name:<10} at {:>6.0}/s   {}", args.rate, outcome.summary());
+    // Whether the pipeline keeps up at that rate: how far behind it is when the load stops.
+    let behind = server.metric("callpulse_cdr_pipeline_backlog_events").await;
+    let lag = server.caught_up().await;
+    println!(
+        "{name:<10} at {:>6.0}/s   pipeline {behind:.0} events behind when the load stopped, \
+         caught up {lag:.1} s after",
+        args.rate
+    );
     let full = drive(
         server.addr,
         sign(&hooks[paced..]),

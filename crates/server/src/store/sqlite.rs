@@ -56,14 +56,59 @@ const ROW_CHANNEL: usize = 4096;
 /// The one connection every write goes through, behind a fair lock. Held directly rather than as
 /// a pool of one, whose checkout and return each cost a round trip to the connection's thread (a
 /// ping) and the return a spawned task, all with the write lock held.
+///
+/// Appends (a webhook waits for each) go first: background work asks for the lock through
+/// [`Writer::connection_after_appends`], so an append waits behind at most the one background
+/// transaction already running.
 struct Writer {
     conn: tokio::sync::Mutex<sqlx::SqliteConnection>,
     options: SqliteConnectOptions,
+    /// Appends under way, from asking for the connection to the end of their commit.
+    appending: std::sync::atomic::AtomicUsize,
+    /// Told when the last append under way ends.
+    appends_done: tokio::sync::Notify,
+    /// [`BACKGROUND_YIELD`], but for tests.
+    background_yield: Duration,
+}
+
+/// How long work that can wait (CDRs, rollups, call-event indexes, the cursor, checkpoints) lets
+/// appends go first before taking its turn anyway: under sustained overload the CDR pipeline still
+/// gets the writer at least this often, and its lag stays bounded.
+const BACKGROUND_YIELD: Duration = Duration::from_millis(100);
+
+/// An append under way; lets waiting background work go when the last one ends.
+struct AppendTurn<'a>(&'a Writer);
+
+impl Drop for AppendTurn<'_> {
+    fn drop(&mut self) {
+        if self
+            .0
+            .appending
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            == 1
+        {
+            self.0.appends_done.notify_waiters();
+        }
+    }
 }
 
 type WriterGuard<'a> = tokio::sync::MutexGuard<'a, sqlx::SqliteConnection>;
 
 impl Writer {
+    fn new(
+        conn: sqlx::SqliteConnection,
+        options: SqliteConnectOptions,
+        background_yield: Duration,
+    ) -> Writer {
+        Writer {
+            conn: tokio::sync::Mutex::new(conn),
+            options,
+            appending: std::sync::atomic::AtomicUsize::new(0),
+            appends_done: tokio::sync::Notify::new(),
+            background_yield,
+        }
+    }
+
     /// The connection, with no transaction left open by its last user.
     async fn connection(&self) -> Result<WriterGuard<'_>, StoreError> {
         let mut conn = self.conn.lock().await;
@@ -81,6 +126,32 @@ impl Writer {
             }
         }
         Ok(conn)
+    }
+
+    /// Marks an append under way until the turn is dropped.
+    fn append_turn(&self) -> AppendTurn<'_> {
+        self.appending
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        AppendTurn(self)
+    }
+
+    /// The connection for work that can wait: it first lets every append under way end (each
+    /// webhook waits for its append), for up to [`BACKGROUND_YIELD`].
+    async fn connection_after_appends(&self) -> Result<WriterGuard<'_>, StoreError> {
+        let deadline = tokio::time::Instant::now() + self.background_yield;
+        loop {
+            let done = self.appends_done.notified();
+            tokio::pin!(done);
+            // Registered before the count is read, so an append ending in between still wakes it.
+            done.as_mut().enable();
+            if self.appending.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, done).await.is_err() {
+                break;
+            }
+        }
+        self.connection().await
     }
 
     /// Replaces a connection in an unknown state with a fresh one; the old one closes, and its
@@ -199,10 +270,7 @@ impl SqliteStore {
         sqlx::migrate!("./migrations/sqlite").run(&mut conn).await?;
         // A rebuild stopped between dropping the call events' indexes and making them again.
         create_call_event_indexes(&mut conn).await?;
-        let writer = Arc::new(Writer {
-            conn: tokio::sync::Mutex::new(conn),
-            options: options.clone(),
-        });
+        let writer = Arc::new(Writer::new(conn, options.clone(), BACKGROUND_YIELD));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
@@ -330,7 +398,7 @@ impl SqliteStore {
         let mut sql = begin_batch(Durability::Derived);
         push_call_events(&mut sql, &encoded);
         sql.push("COMMIT");
-        let mut conn = self.writer.connection().await?;
+        let mut conn = self.writer.connection_after_appends().await?;
         // Up to 250 events a batch: as many texts, which would push the appends' out.
         let sent = send_batch(&mut conn, sql, false).await;
         end_failed(&mut conn, sent).await.map(drop)
@@ -412,6 +480,7 @@ impl Store for SqliteStore {
             );
         }
         sql.push("COMMIT");
+        let _turn = self.writer.append_turn();
         let mut conn = self.writer.connection().await?;
         let sent = send_batch(&mut conn, sql, true).await;
         let rows = end_failed(&mut conn, sent).await?;
@@ -544,7 +613,7 @@ impl Store for SqliteStore {
 
     async fn upsert_cdrs(&self, cdrs: &[Cdr], now: Timestamp) -> Result<(), StoreError> {
         let unique = latest_versions(cdrs);
-        let mut conn = self.writer.connection().await?;
+        let mut conn = self.writer.connection_after_appends().await?;
         let written = write_cdrs(&mut conn, &unique, &self.params, now).await;
         let deltas = end_failed(&mut conn, written).await?;
         if let Some(latest) = unique.iter().map(|c| c.start_time.millis()).max() {
@@ -662,7 +731,7 @@ impl Store for SqliteStore {
             .push(", ")
             .push_bind(value.seq)
             .push(") ON CONFLICT (name) DO UPDATE SET value = excluded.value; COMMIT");
-        let mut conn = self.writer.connection().await?;
+        let mut conn = self.writer.connection_after_appends().await?;
         let sent = send_batch(&mut conn, sql, true).await;
         end_failed(&mut conn, sent).await.map(drop)
     }
@@ -966,7 +1035,7 @@ async fn checkpoint_wal(
         let result: Result<(), StoreError> = match first {
             Ok((_, wal_pages, _)) if wal_pages > WAL_RESTART_PAGES => {
                 async {
-                    let mut conn = writer.connection().await?;
+                    let mut conn = writer.connection_after_appends().await?;
                     sqlx::query(passive).execute(&mut *conn).await?;
                     Ok(())
                 }
@@ -1179,4 +1248,61 @@ async fn write_cdrs(
 /// 0 when it does not say.
 fn dedup_ms(event: &NewEvent) -> i64 {
     event.sent_at.map_or(0, Timestamp::millis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer over a fresh database file whose background work waits for appends up to
+    /// `background_yield`; the folder must outlive it.
+    async fn writer(background_yield: Duration) -> (tempfile::TempDir, Arc<Writer>) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("w.db").display());
+        let options = SqliteConnectOptions::from_str(&url)
+            .unwrap()
+            .create_if_missing(true);
+        let conn = options.connect().await.unwrap();
+        let writer = Writer::new(conn, options, background_yield);
+        (dir, Arc::new(writer))
+    }
+
+    /// Background work waits while an append is under way, and takes the writer when it ends
+    /// (long before its own deadline).
+    #[tokio::test]
+    async fn background_work_lets_an_append_under_way_go_first() {
+        let (_dir, writer) = writer(Duration::from_secs(600)).await;
+        let turn = writer.append_turn();
+        let background = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.connection_after_appends().await.map(drop) }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !background.is_finished(),
+            "background work took the writer while an append was under way"
+        );
+        drop(turn);
+        tokio::time::timeout(Duration::from_secs(30), background)
+            .await
+            .expect("background work went once the append ended")
+            .unwrap()
+            .unwrap();
+    }
+
+    /// Under an append that never ends, background work still gets the writer once its wait is
+    /// over.
+    #[tokio::test]
+    async fn background_work_is_not_starved_by_appends() {
+        let wait = Duration::from_millis(50);
+        let (_dir, writer) = writer(wait).await;
+        let _turn = writer.append_turn();
+        let started = std::time::Instant::now();
+        tokio::time::timeout(Duration::from_secs(30), writer.connection_after_appends())
+            .await
+            .expect("background work was starved")
+            .map(drop)
+            .unwrap();
+        assert!(started.elapsed() >= wait);
+    }
 }
