@@ -36,6 +36,10 @@ pub struct SqliteStore {
     cache: std::sync::RwLock<SliceCache>,
     /// At least the latest call start stored (only ever raised, so never below it).
     latest_start: std::sync::atomic::AtomicI64,
+    /// Held from reading CDRs' stored contributions and the rollup rows they touch to committing
+    /// their replacements: those reads go through a reader connection, outside the writer's
+    /// lock, so two CDR writes must not interleave.
+    cdr_writes: tokio::sync::Mutex<()>,
     /// Stops the WAL checkpointer when the store is dropped.
     _checkpointer: tokio_util::sync::DropGuard,
 }
@@ -301,6 +305,7 @@ impl SqliteStore {
             params,
             cache: std::sync::RwLock::new(cache),
             latest_start: std::sync::atomic::AtomicI64::new(latest.unwrap_or(i64::MIN)),
+            cdr_writes: tokio::sync::Mutex::new(()),
             _checkpointer: stop.drop_guard(),
         })
     }
@@ -613,9 +618,10 @@ impl Store for SqliteStore {
 
     async fn upsert_cdrs(&self, cdrs: &[Cdr], now: Timestamp) -> Result<(), StoreError> {
         let unique = latest_versions(cdrs);
-        let mut conn = self.writer.connection_after_appends().await?;
-        let written = write_cdrs(&mut conn, &unique, &self.params, now).await;
-        let deltas = end_failed(&mut conn, written).await?;
+        let deltas = {
+            let _turn = self.cdr_writes.lock().await;
+            write_cdrs(&self.pool, &self.writer, &unique, &self.params, now).await?
+        };
         if let Some(latest) = unique.iter().map(|c| c.start_time.millis()).max() {
             self.latest_start
                 .fetch_max(latest, std::sync::atomic::Ordering::Relaxed);
@@ -1146,16 +1152,21 @@ const APPEND_CHUNK: usize = 1000;
 const COMBO_COLUMNS: &str = "bucket_ms, direction, trunk_id, agent_id, queue";
 const SLICE_COLUMNS: &str = "slice, level, bucket_ms, direction, value";
 
-/// Writes CDRs and adds their contributions to the rollup rows, in one derived transaction of
-/// three round trips: the stored contributions of these calls are read, then the rollup rows the
-/// changes touch, then everything is written and committed. Returns the deltas applied.
+/// Writes CDRs and adds their contributions to the rollup rows. The stored contributions of these
+/// calls are read, then the rollup rows the changes touch, both through a reader connection;
+/// then everything is written and committed in one derived transaction, one round trip to the
+/// writer. The caller holds `cdr_writes`, so nothing else changes those rows in between (the
+/// reads see every commit made before them). Read inside the writer's transaction, the two
+/// reads held the writer, and every webhook behind it, for two more round trips. Returns the
+/// deltas applied.
 async fn write_cdrs(
-    conn: &mut sqlx::SqliteConnection,
+    reader: &SqlitePool,
+    writer: &Writer,
     unique: &[&Cdr],
     params: &MetricParams,
     now: Timestamp,
 ) -> Result<Vec<(RollupKey, Tally)>, StoreError> {
-    let mut sql = begin_batch(Durability::Derived);
+    let mut sql = QueryBuilder::<Sqlite>::new("");
     for chunk in unique.chunks(CDR_CHUNK) {
         sql.push(format!(
             "SELECT {} FROM cdrs WHERE call_id IN (",
@@ -1168,7 +1179,7 @@ async fn write_cdrs(
         sql.push("); ");
     }
     let mut deltas = HashMap::new();
-    for r in send_batch(conn, sql, false).await? {
+    for r in sql.build().persistent(false).fetch_all(reader).await? {
         if let Some(old) = rows::contribution(&r)? {
             rollup::accumulate(&mut deltas, &old, -1);
         }
@@ -1201,14 +1212,14 @@ async fn write_cdrs(
                 sql.push("; ");
             }
         }
-        for r in send_batch(conn, sql, false).await? {
+        for r in sql.build().persistent(false).fetch_all(reader).await? {
             let tally = rollup::decode_tally(r.get::<&[u8], _>(5))
                 .ok_or_else(|| StoreError::Corrupt("undecodable rollup tally".into()))?;
             let combo = sqlx::Column::name(&r.columns()[0]) != "slice";
             current.insert(key_of_row(combo, &r)?, tally);
         }
     }
-    let mut sql = QueryBuilder::<Sqlite>::new("");
+    let mut sql = begin_batch(Durability::Derived);
     for rows in &rows {
         sql::cdr_upsert(&mut sql, rows, now, "", "call_id");
         sql.push("; ");
@@ -1240,7 +1251,9 @@ async fn write_cdrs(
         }
     }
     sql.push("COMMIT");
-    send_batch(conn, sql, false).await?;
+    let mut conn = writer.connection_after_appends().await?;
+    let sent = send_batch(&mut conn, sql, false).await;
+    end_failed(&mut conn, sent).await?;
     Ok(deltas)
 }
 
