@@ -9,7 +9,8 @@
 //! - **sqlite** / **postgres**: a fresh database; first a fixed rate (`--rate`, open loop: each
 //!   latency counts from when the request was due, so a stall is not hidden), with how far the CDR
 //!   pipeline is behind when it stops and the wait until it has caught up; then as fast as the
-//!   connections allow; then the wait until the pipeline has caught up, and the CDRs;
+//!   connections allow; then the wait until the pipeline has caught up, and the CDRs. Each run
+//!   also reports webhooks per durable commit and the server's CPU use in cores;
 //! - **memory**: resident memory of a fresh server with no calls, then with `--active-calls`
 //!   calls in progress (each one SIP caller ringing);
 //! - **kill9**: SIGKILL the SQLite server halfway through a full-speed run, restart it, and check
@@ -209,6 +210,44 @@ impl Server {
             .and_then(|v| v.parse().ok())
             .unwrap();
         kb / 1024.0
+    }
+
+    /// CPU time the server has used so far (user and system, all threads), seconds.
+    fn cpu_seconds(&self) -> f64 {
+        let pid = self.child.id().expect("running");
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // The fields after the command name, which is in parentheses and may hold spaces.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace()
+            .collect();
+        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+        // Linux reports these in USER_HZ, 100 a second on every platform it runs on here.
+        ticks / 100.0
+    }
+
+    /// The group commit's transactions so far.
+    async fn commits(&self) -> f64 {
+        self.metric("callpulse_ingest_transactions_total").await
+    }
+
+    /// Runs `load` and prints, besides what `drive` saw, how many webhooks each durable commit
+    /// held and how much CPU the server used: whether the run was bound by the cores or by the
+    /// append's round trips.
+    async fn drive_measured(&self, label: &str, requests: Arc<Vec<Signed>>, load: Load) -> Outcome {
+        let (commits, cpu, start) = (self.commits().await, self.cpu_seconds(), Instant::now());
+        let outcome = drive(self.addr, requests, load).await;
+        let (commits, cpu) = (self.commits().await - commits, self.cpu_seconds() - cpu);
+        println!("{label}   {}", outcome.summary());
+        println!(
+            "{label}   {:.1} webhooks per commit ({:.0} commits/s); server CPU {:.2} of {} cores",
+            outcome.acked.len() as f64 / commits.max(1.0),
+            commits / outcome.secs,
+            cpu / start.elapsed().as_secs_f64(),
+            std::thread::available_parallelism().map_or(0, usize::from)
+        );
+        outcome
     }
 
     /// The sum of a `/metrics` series over its labels.
@@ -416,18 +455,18 @@ async fn count(database: &str, table: &str) -> usize {
 async fn backend(name: &str, database: &str, hooks: &[Webhook], args: &Args) -> Outcome {
     let server = Server::start(database, &[]).await;
     let paced = ((args.rate * args.seconds) as usize).min(hooks.len() / 2);
-    let outcome = drive(
-        server.addr,
-        sign(&hooks[..paced]),
-        Load {
-            connections: args.connections,
-            rate: Some(args.rate),
-            seconds: args.seconds,
-            cycle: false,
-        },
-    )
-    .await;
-    println!("{name:<10} at {:>6.0}/s   {}", args.rate, outcome.summary());
+    server
+        .drive_measured(
+            &format!("{name:<10} at {:>6.0}/s", args.rate),
+            sign(&hooks[..paced]),
+            Load {
+                connections: args.connections,
+                rate: Some(args.rate),
+                seconds: args.seconds,
+                cycle: false,
+            },
+        )
+        .await;
     // Whether the pipeline keeps up at that rate: how far behind it is when the load stops.
     let behind = server.metric("callpulse_cdr_pipeline_backlog_events").await;
     let lag = server.caught_up().await;
@@ -436,18 +475,18 @@ async fn backend(name: &str, database: &str, hooks: &[Webhook], args: &Args) -> 
          caught up {lag:.1} s after",
         args.rate
     );
-    let full = drive(
-        server.addr,
-        sign(&hooks[paced..]),
-        Load {
-            connections: args.connections,
-            rate: None,
-            seconds: args.seconds,
-            cycle: false,
-        },
-    )
-    .await;
-    println!("{name:<10} full speed  {}", full.summary());
+    let full = server
+        .drive_measured(
+            &format!("{name:<10} full speed"),
+            sign(&hooks[paced..]),
+            Load {
+                connections: args.connections,
+                rate: None,
+                seconds: args.seconds,
+                cycle: false,
+            },
+        )
+        .await;
     let lag = server.caught_up().await;
     server.stop().await;
     println!(
