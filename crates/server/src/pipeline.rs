@@ -17,6 +17,9 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+mod open_calls;
+use open_calls::OpenCalls;
+
 pub const CURSOR: &str = "cdr_pipeline";
 /// Call events read per pass. A call's events (four or five) often fall in one batch, and its CDR
 /// is then built and written once for all of them: on SQLite, 5,000 against 1,000 took the
@@ -30,6 +33,9 @@ const CDRS_PER_WRITE: usize = 64;
 /// Calls whose events are loaded and built at a time, out of a batch's calls: a batch of 5,000
 /// new calls built at once held 90 MiB more after it (`--stages memory`).
 const CALLS_PER_BUILD: usize = 512;
+/// Calls whose event sets the pipeline keeps between passes (`open_calls`): at full speed the
+/// calls of the last few seconds, a few thousand.
+const OPEN_CALLS: usize = 8_192;
 /// After a pass that found work, the pipeline lets this much time pass before the next, so under
 /// load it takes the log in larger batches (fewer write transactions taking the writer from the
 /// appender) at the cost of this much more delay for CDRs.
@@ -49,6 +55,16 @@ pub async fn catch_up(
     params: &BuildParams,
     live: Option<&LiveHub>,
 ) -> Result<usize, StoreError> {
+    catch_up_with(store, params, live, &mut OpenCalls::new(OPEN_CALLS)).await
+}
+
+/// [`catch_up`], with the event sets kept from earlier passes in `open`.
+async fn catch_up_with(
+    store: &dyn Store,
+    params: &BuildParams,
+    live: Option<&LiveHub>,
+    open: &mut OpenCalls,
+) -> Result<usize, StoreError> {
     let mut cursor = store.cursor(CURSOR).await?;
     let mut applied = 0;
     loop {
@@ -58,6 +74,9 @@ pub async fn catch_up(
         };
         let last = *last;
         store.index_followed(&batch).await?;
+        for (_, event) in &batch {
+            open.follow(event);
+        }
         let mut calls = BTreeSet::new();
         let mut rooms = BTreeSet::new();
         for (_, event) in &batch {
@@ -91,7 +110,7 @@ pub async fn catch_up(
         drop(batch);
         let calls: Vec<String> = calls.into_iter().collect();
         for calls in calls.chunks(CALLS_PER_BUILD) {
-            let cdrs = build_calls(store, calls.iter().map(String::as_str), params).await?;
+            let cdrs = build_open_calls(store, calls, params, open).await?;
             for part in cdrs.chunks(CDRS_PER_WRITE) {
                 store.upsert_cdrs(part, params.now).await?;
             }
@@ -134,6 +153,26 @@ async fn build_calls<'a>(
         cdrs.extend(build_call(call_id, &events, params));
     }
     Ok(cdrs)
+}
+
+/// Builds the CDRs of the given calls from their event sets: those `open` holds, and the others
+/// loaded from the store (and held from now on).
+async fn build_open_calls(
+    store: &dyn Store,
+    calls: &[String],
+    params: &BuildParams,
+    open: &mut OpenCalls,
+) -> Result<Vec<Cdr>, StoreError> {
+    let (mut held, missing) = open.take(calls);
+    if !missing.is_empty() {
+        let loaded = store.events_for_calls(&missing).await?;
+        open.hold(&loaded);
+        held.extend(loaded);
+    }
+    Ok(calls
+        .iter()
+        .filter_map(|id| build_call(id, held.get(id).map_or(&[], Vec::as_slice), params))
+        .collect())
 }
 
 /// The CDR of one call from its events, or none when they are not a call: a call is a SIP leg
@@ -181,8 +220,11 @@ pub async fn run(
     let sweep_every = Duration::from_secs(30);
     let mut last_sweep = tokio::time::Instant::now() - sweep_every;
     let mut role = Role::new(CURSOR);
+    let mut open = OpenCalls::new(OPEN_CALLS);
     loop {
         if role.turn(store.as_ref()).await == Turn::Standby {
+            // Another instance may apply events meanwhile: what is held would go stale.
+            open.clear();
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(STANDBY_POLL) => continue,
@@ -192,9 +234,11 @@ pub async fn run(
             now: now(),
             ..params.clone()
         };
-        let applied = match catch_up(store.as_ref(), &params, Some(&live)).await {
+        let applied = match catch_up_with(store.as_ref(), &params, Some(&live), &mut open).await {
             Ok(applied) => applied,
             Err(e) => {
+                // A batch followed in part is read again: start from the store.
+                open.clear();
                 tracing::error!(error = %e, "cdr pipeline failed; retrying");
                 0
             }
@@ -220,6 +264,99 @@ pub async fn run(
             _ = shutdown.cancelled() => return,
             _ = wake.notified() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::{app_entries, app_events, livekit, webhook_entry};
+    use crate::simulate::{Payload, random_call};
+    use crate::store::NewEvent;
+    use rand::seq::SliceRandom;
+    use rand::{Rng, SeedableRng};
+
+    /// The log entries of `calls` simulated calls (webhooks and application events), shuffled a
+    /// little: late, early and repeated events.
+    fn entries(calls: usize, seed: u64) -> Vec<NewEvent> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let t0: i64 = 1_795_000_000_000;
+        let mut steps = Vec::new();
+        for i in 0..calls {
+            let script = random_call(&mut rng, t0 + i as i64 * 2_000);
+            steps.extend(script.room.into_iter().chain(script.egress));
+        }
+        steps.sort_by_key(|s| s.at_ms);
+        let mut out = Vec::new();
+        for step in steps {
+            let at = Timestamp(step.at_ms);
+            match step.payload {
+                Payload::Webhook(body) => {
+                    let decoded = livekit::decode(&body, at).unwrap();
+                    out.push(webhook_entry(decoded, body, at));
+                }
+                Payload::App(value) => {
+                    out.extend(app_entries(app_events::parse_batch(&value).unwrap(), at));
+                }
+            }
+        }
+        // Moves some events later and repeats others, as LiveKit's retries and queues do.
+        for _ in 0..out.len() / 5 {
+            let (i, j) = (rng.gen_range(0..out.len()), rng.gen_range(0..out.len()));
+            out.swap(i, j);
+        }
+        for _ in 0..out.len() / 20 {
+            let repeated = out.choose(&mut rng).unwrap().clone();
+            let at = rng.gen_range(0..out.len());
+            out.insert(at, repeated);
+        }
+        out
+    }
+
+    async fn store(dir: &tempfile::TempDir, name: &str) -> Arc<dyn Store> {
+        let url = format!("sqlite://{}", dir.path().join(name).display());
+        crate::store::open(&url, Default::default()).await.unwrap()
+    }
+
+    /// CDRs built from the event sets kept across passes, appended a few events at a time and
+    /// with room for only a few calls (so sets are dropped and loaded again), are the CDRs a
+    /// pipeline reading every set from the store builds.
+    #[tokio::test]
+    async fn sets_kept_across_passes_build_the_cdrs_the_store_gives() {
+        let dir = tempfile::tempdir().unwrap();
+        let params = BuildParams {
+            now: Timestamp(1_795_000_000_000 + 86_400_000),
+            ..BuildParams::default()
+        };
+        let events = entries(60, 11);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+        for capacity in [OPEN_CALLS, 4] {
+            let kept = store(&dir, &format!("kept-{capacity}.db")).await;
+            let fresh = store(&dir, &format!("fresh-{capacity}.db")).await;
+            let mut open = OpenCalls::new(capacity);
+            let mut rest = events.as_slice();
+            while !rest.is_empty() {
+                let (part, after) = rest.split_at(rng.gen_range(1..=12).min(rest.len()));
+                rest = after;
+                for s in [&kept, &fresh] {
+                    s.append(part).await.unwrap();
+                }
+                catch_up_with(kept.as_ref(), &params, None, &mut open)
+                    .await
+                    .unwrap();
+                // A fresh pipeline reads every set from the store.
+                catch_up(fresh.as_ref(), &params, None).await.unwrap();
+            }
+            assert!(open.len() <= capacity);
+            let mut ids = fresh.all_call_ids().await.unwrap();
+            ids.sort();
+            let mut expected = fresh.get_cdrs(&ids).await.unwrap();
+            let mut built = kept.get_cdrs(&ids).await.unwrap();
+            expected.sort_by(|a, b| a.call_id.cmp(&b.call_id));
+            built.sort_by(|a, b| a.call_id.cmp(&b.call_id));
+            assert!(expected.len() >= 50, "{} CDRs", expected.len());
+            assert_eq!(built, expected, "capacity {capacity}");
         }
     }
 }
