@@ -269,7 +269,7 @@ pub async fn run(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::ingest::{app_entries, app_events, livekit, webhook_entry};
     use crate::simulate::{Payload, random_call};
@@ -279,7 +279,7 @@ mod tests {
 
     /// The log entries of `calls` simulated calls (webhooks and application events), shuffled a
     /// little: late, early and repeated events.
-    fn entries(calls: usize, seed: u64) -> Vec<NewEvent> {
+    pub(crate) fn entries(calls: usize, seed: u64) -> Vec<NewEvent> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let t0: i64 = 1_795_000_000_000;
         let mut steps = Vec::new();

@@ -3,9 +3,11 @@
 
 use crate::ingest::decode_logged;
 use crate::pipeline;
+use crate::store::rollup::RollupKey;
 use crate::store::{Store, StoreError};
-use callpulse_core::{BuildParams, Cdr};
-use futures::{StreamExt, TryStreamExt};
+use callpulse_core::metrics::Tally;
+use callpulse_core::{BuildParams, CallEvent, Cdr};
+use std::collections::HashMap;
 use tokio::sync::mpsc;
 
 /// What a rebuild did.
@@ -16,14 +18,15 @@ pub struct RebuildReport {
     pub cdrs: u64,
 }
 
-/// Log rows read and decoded per page.
+mod window;
+use window::{Horizons, Window};
+
+/// Log rows read and decoded per page, and call events per page of the scan.
 const PAGE: i64 = 5000;
-/// Calls whose events are read, and CDRs built and written, per page.
-const CALLS_PER_PAGE: usize = 500;
+/// CDRs written per transaction (a fixed size, whose statements stay prepared).
+const CDRS_PER_WRITE: usize = 500;
 /// Pages a stage may run ahead of the next.
 const STAGE_QUEUE: usize = 2;
-/// Pages of calls whose events are read at once, each on its own reader connection.
-const READS_AT_ONCE: usize = 2;
 
 /// How much older (ms) the oldest CDR is than the oldest logged event, if by more than a day:
 /// retention dropped the events of those CDRs, and a rebuild cannot make them again.
@@ -45,12 +48,14 @@ pub async fn unlogged_cdrs(store: &dyn Store) -> Result<Option<i64>, StoreError>
 }
 
 /// Re-decodes every logged event and rebuilds every CDR. `progress` is told how many log rows
-/// and then how many calls are done, with their totals.
+/// and then how many call events are done, with their totals.
 ///
-/// Each phase runs as stages joined by short queues, so the two cores work at once: while the
-/// store writes one page (call events, then CDRs with their rollups, on the writer connection),
-/// the next log page is read while the last is decoded on a blocking thread, or two pages of
-/// calls are read, each on its own reader connection, and built.
+/// Two sequential passes, each run as stages joined by short queues so the two cores work at
+/// once. The first reads the log, decodes it on a blocking thread and writes the call events,
+/// noting where each call's and each room's events end ([`Horizons`]). The second reads the call
+/// events back in log order into a [`Window`], which gives out each call once the scan has passed
+/// the last of its events and its room's; its CDR is built there and written by the last stage,
+/// each call once. The rollups are summed in memory meanwhile and written at the end.
 pub async fn rebuild(
     store: &dyn Store,
     params: &BuildParams,
@@ -59,6 +64,7 @@ pub async fn rebuild(
     let total = store.event_count().await? as u64;
     store.reset_derived().await?;
     let mut report = RebuildReport::default();
+    let mut horizons = Horizons::default();
 
     let (decoded_tx, mut decoded_rx) = mpsc::channel(STAGE_QUEUE);
     let read = async move {
@@ -86,6 +92,9 @@ pub async fn rebuild(
         while let Some(decoding) = decoded_rx.recv().await {
             let (rows, decoded) = joined(decoding).await;
             store.insert_call_events(&decoded).await?;
+            for (seq, _, event) in &decoded {
+                horizons.note(*seq, event);
+            }
             report.events += rows as u64;
             report.call_events += decoded.len() as u64;
             progress("events", report.events, total);
@@ -95,45 +104,71 @@ pub async fn rebuild(
     tokio::try_join!(read, write_events)?;
     store.index_call_events().await?;
 
-    let calls = store.all_call_ids().await?;
-    let total_calls = calls.len() as u64;
-    let (built_tx, mut built_rx) = mpsc::channel::<(usize, Vec<Cdr>)>(STAGE_QUEUE);
-    let read_and_build = async move {
-        let mut pages = futures::stream::iter(calls.chunks(CALLS_PER_PAGE))
-            .map(|chunk| async move {
-                let mut events = store.events_for_calls(chunk).await?;
-                let (chunk, params) = (chunk.to_vec(), params.clone());
-                let built = tokio::task::spawn_blocking(move || {
-                    let cdrs: Vec<Cdr> = chunk
-                        .iter()
-                        .filter_map(|id| {
-                            let events = events.remove(id).unwrap_or_default();
-                            pipeline::build_call(id, &events, &params)
-                        })
-                        .collect();
-                    (chunk.len(), cdrs)
-                });
-                Ok::<_, StoreError>(joined(built).await)
-            })
-            .buffered(READS_AT_ONCE);
-        while let Some(page) = pages.try_next().await? {
-            if built_tx.send(page).await.is_err() {
-                break;
+    let call_events = report.call_events;
+    let (page_tx, mut page_rx) = mpsc::channel::<Vec<(i64, CallEvent)>>(STAGE_QUEUE);
+    let read = async move {
+        let mut after = i64::MIN;
+        loop {
+            let page = store.call_events_by_seq(after, PAGE).await?;
+            let Some((last, _)) = page.last() else {
+                return Ok(());
+            };
+            after = *last;
+            if page_tx.send(page).await.is_err() {
+                return Ok(());
             }
         }
-        Ok::<_, StoreError>(())
     };
-    let write_cdrs = async {
-        let mut calls_done = 0;
-        while let Some((calls, cdrs)) = built_rx.recv().await {
-            store.upsert_cdrs(&cdrs, params.now).await?;
-            report.cdrs += cdrs.len() as u64;
-            calls_done += calls as u64;
-            progress("calls", calls_done, total_calls);
+    let (built_tx, mut built_rx) = mpsc::channel::<(usize, Vec<Cdr>)>(STAGE_QUEUE);
+    let params_owned = params.clone();
+    let build = tokio::task::spawn_blocking(move || {
+        let mut window = Window::new(&horizons);
+        let build = |complete: Vec<(String, Vec<CallEvent>)>| -> Vec<Cdr> {
+            complete
+                .iter()
+                .filter_map(|(id, events)| pipeline::build_call(id, events, &params_owned))
+                .collect()
+        };
+        while let Some(page) = page_rx.blocking_recv() {
+            let scanned = page.len();
+            for (seq, event) in page {
+                window.feed(seq, event);
+            }
+            let cdrs = build(window.complete());
+            if built_tx.blocking_send((scanned, cdrs)).is_err() {
+                return;
+            }
         }
-        Ok::<_, StoreError>(())
+        let _ = built_tx.blocking_send((0, build(window.finish())));
+    });
+    let write_cdrs = async {
+        let mut scanned = 0;
+        let mut rollups: HashMap<RollupKey, Tally> = HashMap::new();
+        let mut unwritten: Vec<Cdr> = Vec::new();
+        let mut write = async |cdrs: &[Cdr]| {
+            for (key, added) in store.insert_rebuilt_cdrs(cdrs, params.now).await? {
+                rollups.entry(key).or_default().add(&added, 1);
+            }
+            Ok::<_, StoreError>(())
+        };
+        while let Some((events, cdrs)) = built_rx.recv().await {
+            unwritten.extend(cdrs);
+            let full = unwritten.len() - unwritten.len() % CDRS_PER_WRITE;
+            for page in unwritten[..full].chunks(CDRS_PER_WRITE) {
+                write(page).await?;
+            }
+            report.cdrs += full as u64;
+            unwritten.drain(..full);
+            scanned += events as u64;
+            progress("calls", scanned, call_events);
+        }
+        write(&unwritten).await?;
+        report.cdrs += unwritten.len() as u64;
+        store.insert_rebuilt_rollups(&rollups).await
     };
-    tokio::try_join!(read_and_build, write_cdrs)?;
+    // On an error the other stages stop as their queues close.
+    tokio::try_join!(read, write_cdrs)?;
+    joined(build).await;
     store
         .set_cursor(pipeline::CURSOR, store.log_head().await?)
         .await?;

@@ -997,6 +997,86 @@ impl Store for SqliteStore {
         .await?)
     }
 
+    async fn call_events_by_seq(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, CallEvent)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT seq, body FROM call_events WHERE seq > ? ORDER BY seq LIMIT ?")
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| Ok((r.get("seq"), decode_json(r.get::<&str, _>("body"))?)))
+            .collect()
+    }
+
+    async fn insert_rebuilt_cdrs(
+        &self,
+        cdrs: &[Cdr],
+        now: Timestamp,
+    ) -> Result<HashMap<RollupKey, Tally>, StoreError> {
+        let cdrs: Vec<&Cdr> = cdrs.iter().collect();
+        let mut added = HashMap::new();
+        let rows = cdrs
+            .chunks(CDR_CHUNK)
+            .map(|chunk| sql::cdr_rows(chunk, &self.params, &mut added))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut sql = begin_batch(Durability::Derived);
+        for rows in &rows {
+            sql::cdr_upsert(&mut sql, rows, now, "", "call_id");
+            sql.push("; ");
+        }
+        sql.push("COMMIT");
+        let mut conn = self.writer.connection_after_appends().await?;
+        let sent = send_batch(&mut conn, sql, true).await;
+        end_failed(&mut conn, sent).await?;
+        if let Some(latest) = cdrs.iter().map(|c| c.start_time.millis()).max() {
+            self.latest_start
+                .fetch_max(latest, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(added)
+    }
+
+    async fn insert_rebuilt_rollups(
+        &self,
+        rows: &HashMap<RollupKey, Tally>,
+    ) -> Result<(), StoreError> {
+        let rows: Vec<(&RollupKey, &Tally)> = rows.iter().filter(|(_, t)| !t.is_empty()).collect();
+        for (table, columns, combo) in [
+            ("rollups", COMBO_COLUMNS, true),
+            ("rollup_slices", SLICE_COLUMNS, false),
+        ] {
+            let mine: Vec<&(&RollupKey, &Tally)> = rows
+                .iter()
+                .filter(|(k, _)| matches!(k, RollupKey::Combo { .. }) == combo)
+                .collect();
+            let mut sql = begin_batch(Durability::Derived);
+            for chunk in mine.chunks(DELTA_CHUNK) {
+                sql.push(format!("INSERT INTO {table} ({columns}, tally) "));
+                sql.push_values(chunk, |mut row, (key, tally)| {
+                    sql::push_key(&mut row, key);
+                    row.push_bind(rollup::encode_tally(tally));
+                });
+                sql.push("; ");
+            }
+            sql.push("COMMIT");
+            let mut conn = self.writer.connection_after_appends().await?;
+            let sent = send_batch(&mut conn, sql, false).await;
+            end_failed(&mut conn, sent).await?;
+        }
+        let mut cache = self
+            .cache
+            .write()
+            .expect("slice cache lock is never poisoned");
+        for (key, tally) in rows {
+            apply_to_cache(&mut cache, key, tally);
+        }
+        Ok(())
+    }
+
     async fn get_cdrs(&self, call_ids: &[String]) -> Result<Vec<Cdr>, StoreError> {
         let mut out = Vec::with_capacity(call_ids.len());
         for chunk in call_ids.chunks(500) {
