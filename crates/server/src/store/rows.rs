@@ -8,7 +8,7 @@ use super::{
 };
 use callpulse_core::event::AgentState;
 use callpulse_core::live::ReportedState;
-use callpulse_core::{Outcome, Timestamp};
+use callpulse_core::{CallEvent, Outcome, Timestamp};
 use sqlx::Row;
 
 /// A row of either backend, read by column name.
@@ -66,6 +66,11 @@ pub(crate) fn indexed_event(r: &impl StoreRow) -> Result<IndexedEvent, StoreErro
         room_name: r.opt_text("room_name"),
         event: decode_json(r.text("body"))?,
     })
+}
+
+/// `seq`, `body`: a call event at its log position.
+pub(crate) fn sequenced_event(r: &impl StoreRow) -> Result<(i64, CallEvent), StoreError> {
+    Ok((r.int("seq"), decode_json(r.text("body"))?))
 }
 
 /// `agent_id`, `state`, `at_ms`.

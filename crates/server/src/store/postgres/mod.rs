@@ -776,9 +776,7 @@ impl Store for PgStore {
                 .bind(limit)
                 .fetch_all(&self.pool)
                 .await?;
-        rows.iter()
-            .map(|r| Ok((r.get("seq"), decode_json(r.get::<&str, _>("body"))?)))
-            .collect()
+        rows.iter().map(rows::sequenced_event).collect()
     }
 
     async fn insert_rebuilt_cdrs(
