@@ -3,11 +3,8 @@
 
 use crate::ingest::decode_logged;
 use crate::pipeline;
-use crate::store::rollup::RollupKey;
 use crate::store::{Store, StoreError};
-use callpulse_core::metrics::Tally;
 use callpulse_core::{BuildParams, CallEvent, Cdr};
-use std::collections::HashMap;
 use tokio::sync::mpsc;
 
 /// What a rebuild did.
@@ -23,7 +20,7 @@ use window::{Horizons, Window};
 
 /// Log rows read and decoded per page, and call events per page of the scan.
 const PAGE: i64 = 5000;
-/// CDRs written per transaction (a fixed size, whose statements stay prepared).
+/// CDRs written per transaction.
 const CDRS_PER_WRITE: usize = 500;
 /// Pages a stage may run ahead of the next.
 const STAGE_QUEUE: usize = 2;
@@ -55,7 +52,7 @@ pub async fn unlogged_cdrs(store: &dyn Store) -> Result<Option<i64>, StoreError>
 /// noting where each call's and each room's events end ([`Horizons`]). The second reads the call
 /// events back in log order into a [`Window`], which gives out each call once the scan has passed
 /// the last of its events and its room's; its CDR is built there and written by the last stage,
-/// each call once. The rollups are summed in memory meanwhile and written at the end.
+/// each call once, with its rollups.
 pub async fn rebuild(
     store: &dyn Store,
     params: &BuildParams,
@@ -143,28 +140,17 @@ pub async fn rebuild(
     });
     let write_cdrs = async {
         let mut scanned = 0;
-        let mut rollups: HashMap<RollupKey, Tally> = HashMap::new();
-        let mut unwritten: Vec<Cdr> = Vec::new();
-        let mut write = async |cdrs: &[Cdr]| {
-            for (key, added) in store.insert_rebuilt_cdrs(cdrs, params.now).await? {
-                rollups.entry(key).or_default().add(&added, 1);
-            }
-            Ok::<_, StoreError>(())
-        };
         while let Some((events, cdrs)) = built_rx.recv().await {
-            unwritten.extend(cdrs);
-            let full = unwritten.len() - unwritten.len() % CDRS_PER_WRITE;
-            for page in unwritten[..full].chunks(CDRS_PER_WRITE) {
-                write(page).await?;
+            // Through the live path's write, which corrects the rollups for whatever a running
+            // pipeline wrote meanwhile.
+            for page in cdrs.chunks(CDRS_PER_WRITE) {
+                store.upsert_cdrs(page, params.now).await?;
             }
-            report.cdrs += full as u64;
-            unwritten.drain(..full);
+            report.cdrs += cdrs.len() as u64;
             scanned += events as u64;
             progress("calls", scanned, call_events);
         }
-        write(&unwritten).await?;
-        report.cdrs += unwritten.len() as u64;
-        store.insert_rebuilt_rollups(&rollups).await
+        Ok::<_, StoreError>(())
     };
     // On an error the other stages stop as their queues close.
     tokio::try_join!(read, write_cdrs)?;

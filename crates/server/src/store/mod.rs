@@ -529,20 +529,6 @@ pub trait Store: Send + Sync + 'static {
         after: i64,
         limit: i64,
     ) -> Result<Vec<(i64, CallEvent)>, StoreError>;
-    /// Writes CDRs a rebuild built into the tables [`Store::reset_derived`] emptied, each call
-    /// once: no stored version to replace, and nothing read. Returns what they add to the rollups,
-    /// which the rebuild sums and writes once ([`Store::insert_rebuilt_rollups`]). Callers pass
-    /// pages of one size, whose statements stay prepared.
-    async fn insert_rebuilt_cdrs(
-        &self,
-        cdrs: &[Cdr],
-        now: Timestamp,
-    ) -> Result<HashMap<rollup::RollupKey, Tally>, StoreError>;
-    /// Writes a rebuild's rollup rows, summed over all its CDRs, into the emptied rollup tables.
-    async fn insert_rebuilt_rollups(
-        &self,
-        rows: &HashMap<rollup::RollupKey, Tally>,
-    ) -> Result<(), StoreError>;
 
     /// How many appends may usefully run at once (group commit's writer tasks).
     fn writers(&self) -> usize {

@@ -779,47 +779,6 @@ impl Store for PgStore {
         rows.iter().map(rows::sequenced_event).collect()
     }
 
-    async fn insert_rebuilt_cdrs(
-        &self,
-        cdrs: &[Cdr],
-        now: Timestamp,
-    ) -> Result<HashMap<RollupKey, Tally>, StoreError> {
-        let cdrs: Vec<&Cdr> = cdrs.iter().collect();
-        let mut added = HashMap::new();
-        let mut tx = self.pool.begin().await?;
-        for chunk in cdrs.chunks(CDR_CHUNK) {
-            let rows = sql::cdr_rows(chunk, &self.params, &mut added)?;
-            let mut insert = QueryBuilder::<Postgres>::new("");
-            sql::cdr_upsert(&mut insert, &rows, now, "::jsonb", "call_id, start_ms");
-            insert.build().execute(&mut *tx).await?;
-        }
-        if let Some(latest) = cdrs.iter().map(|c| c.start_time.millis()).max() {
-            sqlx::query("UPDATE cdr_bounds SET latest_start_ms = GREATEST(latest_start_ms, $1)")
-                .bind(latest)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(added)
-    }
-
-    async fn insert_rebuilt_rollups(
-        &self,
-        rows: &HashMap<RollupKey, Tally>,
-    ) -> Result<(), StoreError> {
-        let rows: Vec<(RollupKey, Tally)> = rows
-            .iter()
-            .filter(|(_, t)| !t.is_empty())
-            .map(|(k, t)| (k.clone(), t.clone()))
-            .collect();
-        let mut tx = self.pool.begin().await?;
-        for chunk in rows.chunks(DELTA_CHUNK) {
-            apply_deltas(&mut tx, chunk).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
     fn writers(&self) -> usize {
         WRITERS
     }
