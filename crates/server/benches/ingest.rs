@@ -10,7 +10,8 @@
 //!   latency counts from when the request was due, so a stall is not hidden), with how far the CDR
 //!   pipeline is behind when it stops and the wait until it has caught up; then as fast as the
 //!   connections allow; then the wait until the pipeline has caught up, and the CDRs. Each run
-//!   also reports webhooks per durable commit and the server's CPU use in cores;
+//!   also reports webhooks per durable commit; every run, the ceiling's too, the CPU the server
+//!   and the load generator used, in cores (under the machine's cores together: not CPU-bound);
 //! - **memory**: resident memory of a fresh server with no calls, then with `--active-calls`
 //!   calls in progress (each one SIP caller ringing);
 //! - **kill9**: SIGKILL the SQLite server halfway through a full-speed run, restart it, and check
@@ -151,6 +152,21 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// CPU time process `pid` (`self` for this one) has used so far, user and system, all threads,
+/// seconds.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    // Linux reports these in USER_HZ, 100 a second on every platform it runs on here.
+    ticks / 100.0
+}
+
 /// A `callpulse serve` process.
 struct Server {
     child: tokio::process::Child,
@@ -214,17 +230,7 @@ impl Server {
 
     /// CPU time the server has used so far (user and system, all threads), seconds.
     fn cpu_seconds(&self) -> f64 {
-        let pid = self.child.id().expect("running");
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        // The fields after the command name, which is in parentheses and may hold spaces.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map_or("", |(_, rest)| rest)
-            .split_whitespace()
-            .collect();
-        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-        // Linux reports these in USER_HZ, 100 a second on every platform it runs on here.
-        ticks / 100.0
+        cpu_seconds(&self.child.id().expect("running").to_string())
     }
 
     /// The group commit's transactions so far.
@@ -236,18 +242,32 @@ impl Server {
     /// held and how much CPU the server used: whether the run was bound by the cores or by the
     /// append's round trips.
     async fn drive_measured(&self, label: &str, requests: Arc<Vec<Signed>>, load: Load) -> Outcome {
-        let (commits, cpu, start) = (self.commits().await, self.cpu_seconds(), Instant::now());
-        let outcome = drive(self.addr, requests, load).await;
-        let (commits, cpu) = (self.commits().await - commits, self.cpu_seconds() - cpu);
+        let commits = self.commits().await;
+        let (outcome, cpu) = self.drive_timed(requests, load).await;
+        let commits = self.commits().await - commits;
         println!("{label}   {}", outcome.summary());
         println!(
-            "{label}   {:.1} webhooks per commit ({:.0} commits/s); server CPU {:.2} of {} cores",
+            "{label}   {:.1} webhooks per commit ({:.0} commits/s); {cpu}",
             outcome.acked.len() as f64 / commits.max(1.0),
             commits / outcome.secs,
-            cpu / start.elapsed().as_secs_f64(),
-            std::thread::available_parallelism().map_or(0, usize::from)
         );
         outcome
+    }
+
+    /// Runs `load`; what it saw, and the CPU the server and the load generator used meanwhile
+    /// (together under the machine's cores: the run was bound by something else).
+    async fn drive_timed(&self, requests: Arc<Vec<Signed>>, load: Load) -> (Outcome, String) {
+        let (server, generator) = (self.cpu_seconds(), cpu_seconds("self"));
+        let start = Instant::now();
+        let outcome = drive(self.addr, requests, load).await;
+        let secs = start.elapsed().as_secs_f64();
+        let cpu = format!(
+            "CPU: server {:.2}, load generator {:.2} of {} cores",
+            (self.cpu_seconds() - server) / secs,
+            (cpu_seconds("self") - generator) / secs,
+            std::thread::available_parallelism().map_or(0, usize::from)
+        );
+        (outcome, cpu)
     }
 
     /// The sum of a `/metrics` series over its labels.
@@ -632,23 +652,25 @@ async fn main() {
         let mut runs = Vec::new();
         for _ in 0..2 {
             runs.push(
-                drive(
-                    server.addr,
-                    sign(&hooks[..hooks.len().min(200_000)]),
-                    Load {
-                        connections: args.connections,
-                        rate: None,
-                        seconds: args.seconds / 2.0,
-                        cycle: true,
-                    },
-                )
-                .await,
+                server
+                    .drive_timed(
+                        sign(&hooks[..hooks.len().min(200_000)]),
+                        Load {
+                            connections: args.connections,
+                            rate: None,
+                            seconds: args.seconds / 2.0,
+                            cycle: true,
+                        },
+                    )
+                    .await,
             );
         }
         server.stop().await;
-        for run in &runs {
+        for (run, cpu) in &runs {
             println!("ceiling    full speed  {}", run.summary());
+            println!("ceiling    full speed  {cpu}");
         }
+        let runs: Vec<Outcome> = runs.into_iter().map(|(run, _)| run).collect();
         Some(median(runs.iter().map(Outcome::rate).collect()))
     } else {
         None
