@@ -9,7 +9,9 @@
 //! - **sqlite** / **postgres**: a fresh database; first a fixed rate (`--rate`, open loop: each
 //!   latency counts from when the request was due, so a stall is not hidden), with how far the CDR
 //!   pipeline is behind when it stops and the wait until it has caught up; then as fast as the
-//!   connections allow; then the wait until the pipeline has caught up, and the CDRs. Each run
+//!   connections allow; then the wait until the pipeline has caught up, and the CDRs. With
+//!   `--history N` the database first holds about N events of the demo history's mix, with their
+//!   CDRs (written, then rebuilt), as a database in service does. Each run
 //!   also reports webhooks per durable commit; every run, the ceiling's too, the CPU the server
 //!   and the load generator used, in cores (under the machine's cores together: not CPU-bound);
 //! - **memory**: resident memory of a fresh server with no calls, then with `--active-calls`
@@ -20,7 +22,7 @@
 //!   then `callpulse rebuild` timed.
 //!
 //! usage: cargo bench --bench ingest -- [--seconds 10] [--connections 64] [--rate 5000]
-//!        [--events 400000] [--active-calls 100000] [--rebuild-events 1000000]
+//!        [--events 400000] [--active-calls 100000] [--rebuild-events 1000000] [--history 0]
 //!        [--stages ceiling,sqlite,postgres,memory,kill9,rebuild]
 
 mod common;
@@ -48,6 +50,7 @@ struct Args {
     events: usize,
     active_calls: usize,
     rebuild_events: usize,
+    history: usize,
     stages: Vec<String>,
 }
 
@@ -59,6 +62,7 @@ fn args() -> Args {
         events: 400_000,
         active_calls: 100_000,
         rebuild_events: 1_000_000,
+        history: 0,
         stages: [
             "ceiling", "sqlite", "postgres", "memory", "kill9", "rebuild",
         ]
@@ -76,6 +80,7 @@ fn args() -> Args {
             ("--events", Some(n)) => a.events = n as usize,
             ("--active-calls", Some(n)) => a.active_calls = n as usize,
             ("--rebuild-events", Some(n)) => a.rebuild_events = n as usize,
+            ("--history", Some(n)) => a.history = n as usize,
             ("--stages", _) => a.stages = value.split(',').map(String::from).collect(),
             _ => {}
         }
@@ -473,6 +478,14 @@ async fn count(database: &str, table: &str) -> usize {
 
 /// The fixed-rate run, then the full-speed run, then the pipeline's catch-up, on one backend.
 async fn backend(name: &str, database: &str, hooks: &[Webhook], args: &Args) -> Outcome {
+    if args.history > 0 {
+        let (logged, _) = write_history(database, args.history).await;
+        run_rebuild(database).await;
+        println!(
+            "{name:<10} starts from {logged} events of history and {} CDRs",
+            count(database, "cdrs").await
+        );
+    }
     let server = Server::start(database, &[]).await;
     let paced = ((args.rate * args.seconds) as usize).min(hooks.len() / 2);
     server
@@ -597,7 +610,9 @@ async fn kill9(database: &str, hooks: &[Webhook], args: &Args) -> bool {
     missing == 0
 }
 
-async fn rebuild(database: &str, name: &str, events: usize) {
+/// Writes about `events` events of the demo history's mix to the log (no CDRs); how many were
+/// logged, and how long it took in seconds.
+async fn write_history(database: &str, events: usize) -> (i64, f64) {
     let store = callpulse_server::store::open(database, Default::default())
         .await
         .unwrap();
@@ -613,9 +628,11 @@ async fn rebuild(database: &str, name: &str, events: usize) {
     let now = Timestamp(chrono::Utc::now().timestamp_millis());
     history::backfill(store.as_ref(), &plan, now).await.unwrap();
     let logged = store.event_count().await.unwrap();
-    let write_secs = t.elapsed().as_secs_f64();
-    drop(store);
-    let t = Instant::now();
+    (logged, t.elapsed().as_secs_f64())
+}
+
+/// `callpulse rebuild` on `database`.
+async fn run_rebuild(database: &str) {
     let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_callpulse"))
         .args(["rebuild", "--database", database])
         .env("RUST_LOG", "warn")
@@ -625,6 +642,12 @@ async fn rebuild(database: &str, name: &str, events: usize) {
         .await
         .unwrap();
     assert!(status.success(), "callpulse rebuild failed");
+}
+
+async fn rebuild(database: &str, name: &str, events: usize) {
+    let (logged, write_secs) = write_history(database, events).await;
+    let t = Instant::now();
+    run_rebuild(database).await;
     let secs = t.elapsed().as_secs_f64();
     println!(
         "rebuild    {name:<10} {logged} events ({:.0}/s to write them), rebuilt in {secs:.1} s: \
