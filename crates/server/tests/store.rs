@@ -370,9 +370,9 @@ async fn call_event_indexes_dropped_for_a_rebuild_come_back() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("store.db").display());
     let all = [
-        "call_events_by_call",
-        "call_events_by_room_name",
-        "call_events_by_room_sid",
+        "call_events_by_call_no",
+        "call_events_by_room_name_no",
+        "call_events_by_room_sid_no",
     ];
     let store = store::open(&url, MetricParams::default()).await.unwrap();
     assert_eq!(call_event_indexes(&url).await, all);
@@ -480,7 +480,9 @@ async fn events_logged_before_the_upgrade_and_not_yet_applied_are_applied_after_
         for copy in [
             "INSERT INTO event_log (seq, source, event_id, event_type, received_at_ms, body)
              SELECT seq, source, event_id, event_type, received_at_ms, body FROM fresh.event_log",
-            "INSERT INTO call_events SELECT * FROM fresh.call_events",
+            "INSERT INTO call_events (seq, call_id, room_sid, room_name, at_ms, event_type, body)
+             SELECT seq, call_id, room_sid, room_name, at_ms, event_type, body
+             FROM fresh.call_events",
         ] {
             sqlx::query(copy).execute(&mut old).await.unwrap();
         }
@@ -516,6 +518,116 @@ async fn events_logged_before_the_upgrade_and_not_yet_applied_are_applied_after_
             "the call's CDR is built after the upgrade"
         );
     }
+}
+
+/// SQLite indexes call events by numbers given to their call ids and room keys (migration 0010).
+/// A database indexed by the keys themselves is upgraded so that every lookup the pipeline makes
+/// (a call's events with its room's, the calls of a room) finds what a database that never knew
+/// the old layout finds.
+#[tokio::test]
+async fn call_events_indexed_by_their_keys_are_found_after_the_upgrade_to_key_numbers() {
+    use callpulse_core::BuildParams;
+    use callpulse_server::ingest::{livekit, webhook_entry};
+    use callpulse_server::pipeline;
+    use callpulse_server::simulate::{Payload, random_call};
+    use callpulse_server::store::Room;
+    use rand::SeedableRng;
+    use sqlx::Connection;
+
+    let dir = tempfile::tempdir().unwrap();
+    let t0: i64 = 1_795_000_000_000;
+    let build = BuildParams {
+        now: Timestamp(t0 + 86_400_000),
+        ..BuildParams::default()
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(10);
+    let entries: Vec<_> = (0..6)
+        .flat_map(|i| {
+            let script = random_call(&mut rng, t0 + i * 60_000);
+            script.room.into_iter().chain(script.egress)
+        })
+        .filter_map(|step| match &step.payload {
+            Payload::Webhook(body) => {
+                let decoded = livekit::decode(body, Timestamp(step.at_ms)).unwrap();
+                Some(webhook_entry(decoded, body.clone(), Timestamp(step.at_ms)))
+            }
+            Payload::App(_) => None,
+        })
+        .collect();
+    let fresh_url = format!("sqlite://{}", dir.path().join("fresh.db").display());
+    let fresh = store::open(&fresh_url, MetricParams::default())
+        .await
+        .unwrap();
+    fresh.append(&entries).await.unwrap();
+    pipeline::catch_up(fresh.as_ref(), &build, None)
+        .await
+        .unwrap();
+    let call_ids = fresh.all_call_ids().await.unwrap();
+    assert!(call_ids.len() >= 6, "{call_ids:?}");
+    let cdrs = fresh.get_cdrs(&call_ids).await.unwrap();
+    let rooms: Vec<Room> = cdrs
+        .iter()
+        .map(|c| Room {
+            sid: c.room_sid.clone(),
+            name: c.room_name.clone(),
+        })
+        .collect();
+    assert!(rooms.iter().any(|r| r.sid.is_some()));
+    // Each call's events, sorted, as their debug text: the lookups promise no order.
+    async fn found(
+        store: &dyn store::Store,
+        call_ids: &[String],
+        rooms: &[Room],
+    ) -> (Vec<(String, Vec<String>)>, Vec<String>) {
+        let mut events: Vec<(String, Vec<String>)> = store
+            .events_for_calls(call_ids)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, events)| {
+                let mut events: Vec<String> = events.iter().map(|e| format!("{e:?}")).collect();
+                events.sort();
+                (id, events)
+            })
+            .collect();
+        events.sort();
+        let mut in_rooms = store.calls_in_rooms(rooms).await.unwrap();
+        in_rooms.sort();
+        (events, in_rooms)
+    }
+    let expected = found(fresh.as_ref(), &call_ids, &rooms).await;
+    assert_eq!(expected.0.len(), call_ids.len());
+    assert!(expected.0.iter().all(|(_, events)| events.len() >= 2));
+    assert_eq!(expected.1.len(), call_ids.len());
+    drop(fresh);
+
+    // The layout before 0010, with the same log, call events and cursor.
+    let (old_path, mut old) = old_layout(dir.path(), "0010").await;
+    sqlx::query(&format!(
+        "ATTACH DATABASE '{}' AS fresh",
+        dir.path().join("fresh.db").display()
+    ))
+    .execute(&mut old)
+    .await
+    .unwrap();
+    for copy in [
+        "INSERT INTO event_log SELECT * FROM fresh.event_log",
+        "INSERT INTO call_events (seq, call_id, room_sid, room_name, at_ms, event_type, body)
+         SELECT seq, call_id, room_sid, room_name, at_ms, event_type, body
+         FROM fresh.call_events",
+        "INSERT INTO cursors SELECT * FROM fresh.cursors",
+    ] {
+        sqlx::query(copy).execute(&mut old).await.unwrap();
+    }
+    old.close().await.unwrap();
+    let upgraded = store::open(
+        &format!("sqlite://{}", old_path.display()),
+        MetricParams::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(upgraded.all_call_ids().await.unwrap(), call_ids);
+    assert_eq!(found(upgraded.as_ref(), &call_ids, &rooms).await, expected);
 }
 
 /// SQLite's log finds a repeated event by (source, when it was sent, id) since the upgrade that

@@ -587,9 +587,9 @@ impl Store for SqliteStore {
         let mut sql = QueryBuilder::<Sqlite>::new(
             "SELECT DISTINCT call_id FROM call_events WHERE call_id IS NOT NULL AND (",
         );
-        push_in(&mut sql, "room_sid", &sids);
+        push_key_numbers_in(&mut sql, 1, &sids);
         sql.push(" OR ");
-        push_in(&mut sql, "room_name", &names);
+        push_key_numbers_in(&mut sql, 2, &names);
         sql.push(")");
         Ok(sql.build_query_scalar().fetch_all(&self.pool).await?)
     }
@@ -598,7 +598,7 @@ impl Store for SqliteStore {
         let mut sql = QueryBuilder::<Sqlite>::new(
             "SELECT call_id, room_sid, room_name, body FROM call_events WHERE ",
         );
-        push_in(&mut sql, "call_id", call_ids);
+        push_key_numbers_in(&mut sql, 0, call_ids);
         let rows = sql.build().fetch_all(&self.pool).await?;
         rows.iter().map(rows::indexed_event).collect()
     }
@@ -608,9 +608,9 @@ impl Store for SqliteStore {
         let mut sql = QueryBuilder::<Sqlite>::new(
             "SELECT call_id, room_sid, room_name, body FROM call_events WHERE ",
         );
-        push_in(&mut sql, "room_sid", &sids);
+        push_key_numbers_in(&mut sql, 1, &sids);
         sql.push(" OR (room_sid IS NULL AND ");
-        push_in(&mut sql, "room_name", &names);
+        push_key_numbers_in(&mut sql, 2, &names);
         sql.push(")");
         let rows = sql.build().fetch_all(&self.pool).await?;
         rows.iter().map(rows::indexed_event).collect()
@@ -948,7 +948,14 @@ impl Store for SqliteStore {
     async fn reset_derived(&self) -> Result<(), StoreError> {
         let mut conn = self.writer(Durability::Derived).await?;
         let mut tx = conn.begin_with(BEGIN_WRITE).await?;
-        for table in ["call_events", "cdrs", "cursors", "rollups", "rollup_slices"] {
+        for table in [
+            "call_events",
+            "call_keys",
+            "cdrs",
+            "cursors",
+            "rollups",
+            "rollup_slices",
+        ] {
             sqlx::query(&format!("DELETE FROM {table}"))
                 .execute(&mut *tx)
                 .await?;
@@ -990,8 +997,8 @@ impl Store for SqliteStore {
 
     async fn all_call_ids(&self) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT call_id FROM call_events WHERE call_id IS NOT NULL
-             GROUP BY call_id ORDER BY MIN(seq)",
+            "SELECT call_id FROM call_events WHERE call_no IS NOT NULL
+             GROUP BY call_no ORDER BY MIN(seq)",
         )
         .fetch_all(&self.pool)
         .await?)
@@ -1089,13 +1096,44 @@ fn encode_call_events<'a>(
         .collect()
 }
 
-/// Appends the statements that write call events under their log rows.
+/// The kinds of key a call event is found by, as `call_keys.kind` numbers them (migration 0010).
+const KEY_KINDS: [&str; 3] = ["call_no", "room_sid_no", "room_name_no"];
+
+/// Appends the statements that write call events under their log rows: first the numbers of the
+/// keys not numbered yet, then the events, indexed by those numbers.
 fn push_call_events<'q>(sql: &mut QueryBuilder<'q, Sqlite>, encoded: &'q [EncodedCallEvent<'q>]) {
     for chunk in encoded.chunks(APPEND_CHUNK) {
-        sql.push(
+        let mut keys = std::collections::BTreeSet::new();
+        for (_, event, _) in chunk {
+            let (call_id, room_sid, room_name) = event_index(event);
+            for (kind, key) in [call_id, room_sid, room_name].into_iter().enumerate() {
+                if let Some(key) = key {
+                    keys.insert((kind as i64, key));
+                }
+            }
+        }
+        if !keys.is_empty() {
+            sql.push("INSERT INTO call_keys (kind, key) ");
+            sql.push_values(keys, |mut b, (kind, key)| {
+                b.push_bind(kind).push_bind(key);
+            });
+            sql.push(" ON CONFLICT (kind, key) DO NOTHING; ");
+        }
+        // The numbers are looked up once a row by one subquery a kind, written once: a subquery
+        // for every row of a batch made the statement take milliseconds to compile.
+        sql.push(format_args!(
             "INSERT OR REPLACE INTO call_events
-                (seq, call_id, room_sid, room_name, at_ms, event_type, body) ",
-        );
+                (seq, call_id, room_sid, room_name, {}, at_ms, event_type, body)
+             SELECT column1, column2, column3, column4, ",
+            KEY_KINDS.join(", ")
+        ));
+        for kind in 0..KEY_KINDS.len() {
+            sql.push(format_args!(
+                "(SELECT key_no FROM call_keys WHERE kind = {kind} AND key = column{}), ",
+                kind + 2
+            ));
+        }
+        sql.push("column5, column6, column7 FROM (");
         sql.push_values(chunk, |mut b, (seq, event, body)| {
             let (call_id, room_sid, room_name) = event_index(event);
             b.push_bind(*seq)
@@ -1106,8 +1144,23 @@ fn push_call_events<'q>(sql: &mut QueryBuilder<'q, Sqlite>, encoded: &'q [Encode
                 .push_bind(event.body.type_name())
                 .push_bind(body.as_str());
         });
-        sql.push("; ");
+        sql.push("); ");
     }
+}
+
+/// `column IN` the numbers of `keys` of `kind` ([`KEY_KINDS`]), or a false condition for no
+/// keys.
+fn push_key_numbers_in(sql: &mut QueryBuilder<'_, Sqlite>, kind: usize, keys: &[String]) {
+    if keys.is_empty() {
+        sql.push("0");
+        return;
+    }
+    sql.push(format_args!(
+        "{} IN (SELECT key_no FROM call_keys WHERE kind = {kind} AND ",
+        KEY_KINDS[kind]
+    ));
+    push_in(sql, "key", keys);
+    sql.push(")");
 }
 
 /// `column IN (values...)`, or a false condition for no values. SQLite takes up to 32,766
@@ -1125,20 +1178,20 @@ fn push_in(sql: &mut QueryBuilder<'_, Sqlite>, column: &str, values: &[String]) 
     sql.push(")");
 }
 
-/// The call events' lookup indexes (as migration 0001 made them), which a rebuild drops while it
+/// The call events' lookup indexes (as migration 0010 made them), which a rebuild drops while it
 /// reloads the table and makes again after.
 const CALL_EVENT_INDEXES: [(&str, &str); 3] = [
     (
-        "call_events_by_call",
-        "ON call_events (call_id) WHERE call_id IS NOT NULL",
+        "call_events_by_call_no",
+        "ON call_events (call_no) WHERE call_no IS NOT NULL",
     ),
     (
-        "call_events_by_room_sid",
-        "ON call_events (room_sid) WHERE room_sid IS NOT NULL",
+        "call_events_by_room_sid_no",
+        "ON call_events (room_sid_no) WHERE room_sid_no IS NOT NULL",
     ),
     (
-        "call_events_by_room_name",
-        "ON call_events (room_name) WHERE room_name IS NOT NULL",
+        "call_events_by_room_name_no",
+        "ON call_events (room_name_no) WHERE room_name_no IS NOT NULL",
     ),
 ];
 
