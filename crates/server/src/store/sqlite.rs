@@ -267,9 +267,9 @@ impl SqliteStore {
             // memory: spilled to a temporary file they cost a write system call a page (a rebuild
             // took 13-15 % longer).
             .pragma("temp_store", "memory")
-            // A WAL that grew past this (128 MiB, twice `WAL_RESTART_PAGES`) is cut back to it
+            // A WAL that grew past this (512 MiB, twice `WAL_RESTART_PAGES`) is cut back to it
             // when it starts over.
-            .pragma("journal_size_limit", "134217728");
+            .pragma("journal_size_limit", "536870912");
         let mut conn = options.connect().await?;
         sqlx::migrate!("./migrations/sqlite").run(&mut conn).await?;
         // A rebuild stopped between dropping the call events' indexes and making them again.
@@ -1076,14 +1076,18 @@ async fn checkpoint_wal(
     }
 }
 
-/// WAL pages (4 KiB) past which the checkpointer lets the writer start the WAL over: 64 MiB.
+/// WAL pages (4 KiB) past which the checkpointer lets the writer start the WAL over: 256 MiB.
 ///
-/// The writer's checkpoint holds every write back while it runs (5-20 ms, with an fsync of the
-/// database file), so how often it runs shows in the appends' tail latency. At full speed the WAL
-/// grows by over 100 MiB a second: past 16 MiB it ran four times a second, past 64 MiB two or
-/// three, and the webhooks' p99 at full speed fell from 22-25 to 17-19 ms. The cost is disk:
-/// up to about 64 MiB more WAL, and as much more to replay after a crash.
-const WAL_RESTART_PAGES: i64 = 16_384;
+/// The writer's checkpoint holds every write back while it runs (5-20 ms on a small database, with
+/// an fsync of the database file; 10-70 ms on one holding 760k events of history, whose checkpoints
+/// write pages all over a larger file), so how often it runs shows in the appends' tail latency.
+/// At full speed the WAL grows by over 100 MiB a second, at 5,000 webhooks/s by about 70: past
+/// 16 MiB it ran four times a second at full speed, past 64 MiB two or three, and the webhooks'
+/// p99 at full speed fell from 22-25 to 17-19 ms. On the database with history, at 5,000/s, the
+/// p99 was 42-53 ms past 64 MiB and 12.5-13.7 ms past 256 MiB (on a fresh one 9.5-10.3 ms
+/// either way). The cost is disk: up to about 256 MiB more WAL (512 MiB at most once trimmed),
+/// and as much more to replay after a crash.
+const WAL_RESTART_PAGES: i64 = 65_536;
 
 /// Call events with their JSON bodies, as [`push_call_events`] writes them.
 type EncodedCallEvent<'a> = (i64, &'a CallEvent, String);
