@@ -418,30 +418,25 @@ async fn old_layout(
     (path, old)
 }
 
-/// SQLite logs a call event in its log row and indexes it when the pipeline follows the log.
-/// A database written before that (events indexed in the append, some not yet applied) is
-/// upgraded so that the pipeline still applies every event it had not reached, and builds the
-/// same CDR as a database that never knew the old layout.
-#[tokio::test]
-async fn events_logged_before_the_upgrade_and_not_yet_applied_are_applied_after_it() {
-    use callpulse_core::BuildParams;
-    use callpulse_server::ingest::{livekit, webhook_entry};
-    use callpulse_server::pipeline;
-    use callpulse_server::simulate::{Payload, random_call};
-    use rand::SeedableRng;
-    use sqlx::Connection;
+/// When the upgrade tests' calls start.
+const UPGRADE_T0: i64 = 1_795_000_000_000;
 
-    let dir = tempfile::tempdir().unwrap();
-    let t0: i64 = 1_795_000_000_000;
-    let build = BuildParams {
-        now: Timestamp(t0 + 86_400_000),
-        ..BuildParams::default()
-    };
-    let script = random_call(&mut rand::rngs::StdRng::seed_from_u64(7), t0);
-    let entries: Vec<_> = script
-        .room
-        .iter()
-        .chain(&script.egress)
+/// The upgrade tests' build parameters: a day after their calls, so every call has ended.
+fn upgrade_build() -> callpulse_core::BuildParams {
+    callpulse_core::BuildParams {
+        now: Timestamp(UPGRADE_T0 + 86_400_000),
+        ..Default::default()
+    }
+}
+
+/// The log entries of scripted calls' LiveKit webhooks, each received when it was sent.
+fn webhook_entries<'a>(
+    steps: impl IntoIterator<Item = &'a callpulse_server::simulate::Step>,
+) -> Vec<callpulse_server::store::NewEvent> {
+    use callpulse_server::ingest::{livekit, webhook_entry};
+    use callpulse_server::simulate::Payload;
+    steps
+        .into_iter()
         .filter_map(|step| match &step.payload {
             Payload::Webhook(body) => {
                 let decoded = livekit::decode(body, Timestamp(step.at_ms)).unwrap();
@@ -449,18 +444,72 @@ async fn events_logged_before_the_upgrade_and_not_yet_applied_are_applied_after_
             }
             Payload::App(_) => None,
         })
-        .collect();
+        .collect()
+}
+
+/// A store in today's layout at `dir/fresh.db`, holding `entries` with the pipeline caught up.
+async fn fresh_store(
+    dir: &std::path::Path,
+    entries: &[callpulse_server::store::NewEvent],
+    build: &callpulse_core::BuildParams,
+) -> std::sync::Arc<dyn store::Store> {
+    let url = format!("sqlite://{}", dir.join("fresh.db").display());
+    let fresh = store::open(&url, MetricParams::default()).await.unwrap();
+    fresh.append(entries).await.unwrap();
+    callpulse_server::pipeline::catch_up(fresh.as_ref(), build, None)
+        .await
+        .unwrap();
+    fresh
+}
+
+/// Closes the old database at `path` and opens it as a store, which migrates it.
+async fn upgrade(
+    old: sqlx::SqliteConnection,
+    path: &std::path::Path,
+) -> std::sync::Arc<dyn store::Store> {
+    use sqlx::Connection;
+    old.close().await.unwrap();
+    let url = format!("sqlite://{}", path.display());
+    store::open(&url, MetricParams::default()).await.unwrap()
+}
+
+/// Copies [`fresh_store`]'s call events into a layout before migration 0010.
+const OLD_CALL_EVENTS: &str =
+    "INSERT INTO call_events (seq, call_id, room_sid, room_name, at_ms, event_type, body)
+     SELECT seq, call_id, room_sid, room_name, at_ms, event_type, body FROM fresh.call_events";
+
+/// Runs `copies` on `old` with [`fresh_store`]'s database attached as `fresh`.
+async fn copy_from_fresh(dir: &std::path::Path, old: &mut sqlx::SqliteConnection, copies: &[&str]) {
+    sqlx::query(&format!(
+        "ATTACH DATABASE '{}' AS fresh",
+        dir.join("fresh.db").display()
+    ))
+    .execute(&mut *old)
+    .await
+    .unwrap();
+    for copy in copies {
+        sqlx::query(copy).execute(&mut *old).await.unwrap();
+    }
+}
+
+/// SQLite logs a call event in its log row and indexes it when the pipeline follows the log.
+/// A database written before that (events indexed in the append, some not yet applied) is
+/// upgraded so that the pipeline still applies every event it had not reached, and builds the
+/// same CDR as a database that never knew the old layout.
+#[tokio::test]
+async fn events_logged_before_the_upgrade_and_not_yet_applied_are_applied_after_it() {
+    use callpulse_server::pipeline;
+    use callpulse_server::simulate::random_call;
+    use rand::SeedableRng;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (t0, build) = (UPGRADE_T0, upgrade_build());
+    let script = random_call(&mut rand::rngs::StdRng::seed_from_u64(7), t0);
+    let entries = webhook_entries(script.room.iter().chain(&script.egress));
     assert!(entries.iter().filter(|e| e.call_event.is_some()).count() >= 3);
 
     // Today's layout: the pipeline indexes what it follows.
-    let fresh_url = format!("sqlite://{}", dir.path().join("fresh.db").display());
-    let fresh = store::open(&fresh_url, MetricParams::default())
-        .await
-        .unwrap();
-    fresh.append(&entries).await.unwrap();
-    pipeline::catch_up(fresh.as_ref(), &build, None)
-        .await
-        .unwrap();
+    let fresh = fresh_store(dir.path(), &entries, &build).await;
     let mut expected = fresh.open_cdrs().await.unwrap();
     expected.extend(fresh.recent_finished(10).await.unwrap());
     assert!(!expected.is_empty());
@@ -469,42 +518,27 @@ async fn events_logged_before_the_upgrade_and_not_yet_applied_are_applied_after_
     // The old layout (migrations before 0007), with the same rows: the log, every call event
     // indexed, and the pipeline's cursor past the first call event only.
     let (old_path, mut old) = old_layout(dir.path(), "0007").await;
-    let first_call_event: i64 = {
-        sqlx::query(&format!(
-            "ATTACH DATABASE '{}' AS fresh",
-            dir.path().join("fresh.db").display()
-        ))
-        .execute(&mut old)
-        .await
-        .unwrap();
-        for copy in [
+    copy_from_fresh(
+        dir.path(),
+        &mut old,
+        &[
             "INSERT INTO event_log (seq, source, event_id, event_type, received_at_ms, body)
              SELECT seq, source, event_id, event_type, received_at_ms, body FROM fresh.event_log",
-            "INSERT INTO call_events (seq, call_id, room_sid, room_name, at_ms, event_type, body)
-             SELECT seq, call_id, room_sid, room_name, at_ms, event_type, body
-             FROM fresh.call_events",
-        ] {
-            sqlx::query(copy).execute(&mut old).await.unwrap();
-        }
-        sqlx::query_scalar("SELECT MIN(seq) FROM call_events")
-            .fetch_one(&mut old)
-            .await
-            .unwrap()
-    };
+            OLD_CALL_EVENTS,
+        ],
+    )
+    .await;
+    let first_call_event: i64 = sqlx::query_scalar("SELECT MIN(seq) FROM call_events")
+        .fetch_one(&mut old)
+        .await
+        .unwrap();
     sqlx::query("INSERT INTO cursors (name, value) VALUES (?, ?)")
         .bind(pipeline::CURSOR)
         .bind(first_call_event)
         .execute(&mut old)
         .await
         .unwrap();
-    old.close().await.unwrap();
-
-    let upgraded = store::open(
-        &format!("sqlite://{}", old_path.display()),
-        MetricParams::default(),
-    )
-    .await
-    .unwrap();
+    let upgraded = upgrade(old, &old_path).await;
     let applied = pipeline::catch_up(upgraded.as_ref(), &build, None)
         .await
         .unwrap();
@@ -526,42 +560,20 @@ async fn events_logged_before_the_upgrade_and_not_yet_applied_are_applied_after_
 /// the old layout finds.
 #[tokio::test]
 async fn call_events_indexed_by_their_keys_are_found_after_the_upgrade_to_key_numbers() {
-    use callpulse_core::BuildParams;
-    use callpulse_server::ingest::{livekit, webhook_entry};
-    use callpulse_server::pipeline;
-    use callpulse_server::simulate::{Payload, random_call};
+    use callpulse_server::simulate::random_call;
     use callpulse_server::store::Room;
     use rand::SeedableRng;
-    use sqlx::Connection;
 
     let dir = tempfile::tempdir().unwrap();
-    let t0: i64 = 1_795_000_000_000;
-    let build = BuildParams {
-        now: Timestamp(t0 + 86_400_000),
-        ..BuildParams::default()
-    };
+    let (t0, build) = (UPGRADE_T0, upgrade_build());
     let mut rng = rand::rngs::StdRng::seed_from_u64(10);
-    let entries: Vec<_> = (0..6)
+    let steps: Vec<_> = (0..6)
         .flat_map(|i| {
             let script = random_call(&mut rng, t0 + i * 60_000);
             script.room.into_iter().chain(script.egress)
         })
-        .filter_map(|step| match &step.payload {
-            Payload::Webhook(body) => {
-                let decoded = livekit::decode(body, Timestamp(step.at_ms)).unwrap();
-                Some(webhook_entry(decoded, body.clone(), Timestamp(step.at_ms)))
-            }
-            Payload::App(_) => None,
-        })
         .collect();
-    let fresh_url = format!("sqlite://{}", dir.path().join("fresh.db").display());
-    let fresh = store::open(&fresh_url, MetricParams::default())
-        .await
-        .unwrap();
-    fresh.append(&entries).await.unwrap();
-    pipeline::catch_up(fresh.as_ref(), &build, None)
-        .await
-        .unwrap();
+    let fresh = fresh_store(dir.path(), &webhook_entries(&steps), &build).await;
     let call_ids = fresh.all_call_ids().await.unwrap();
     assert!(call_ids.len() >= 6, "{call_ids:?}");
     let cdrs = fresh.get_cdrs(&call_ids).await.unwrap();
@@ -603,29 +615,17 @@ async fn call_events_indexed_by_their_keys_are_found_after_the_upgrade_to_key_nu
 
     // The layout before 0010, with the same log, call events and cursor.
     let (old_path, mut old) = old_layout(dir.path(), "0010").await;
-    sqlx::query(&format!(
-        "ATTACH DATABASE '{}' AS fresh",
-        dir.path().join("fresh.db").display()
-    ))
-    .execute(&mut old)
-    .await
-    .unwrap();
-    for copy in [
-        "INSERT INTO event_log SELECT * FROM fresh.event_log",
-        "INSERT INTO call_events (seq, call_id, room_sid, room_name, at_ms, event_type, body)
-         SELECT seq, call_id, room_sid, room_name, at_ms, event_type, body
-         FROM fresh.call_events",
-        "INSERT INTO cursors SELECT * FROM fresh.cursors",
-    ] {
-        sqlx::query(copy).execute(&mut old).await.unwrap();
-    }
-    old.close().await.unwrap();
-    let upgraded = store::open(
-        &format!("sqlite://{}", old_path.display()),
-        MetricParams::default(),
+    copy_from_fresh(
+        dir.path(),
+        &mut old,
+        &[
+            "INSERT INTO event_log SELECT * FROM fresh.event_log",
+            OLD_CALL_EVENTS,
+            "INSERT INTO cursors SELECT * FROM fresh.cursors",
+        ],
     )
-    .await
-    .unwrap();
+    .await;
+    let upgraded = upgrade(old, &old_path).await;
     assert_eq!(upgraded.all_call_ids().await.unwrap(), call_ids);
     assert_eq!(found(upgraded.as_ref(), &call_ids, &rooms).await, expected);
 }
