@@ -587,9 +587,9 @@ impl Store for SqliteStore {
         let mut sql = QueryBuilder::<Sqlite>::new(
             "SELECT DISTINCT call_id FROM call_events WHERE call_id IS NOT NULL AND (",
         );
-        push_key_numbers_in(&mut sql, 1, &sids);
+        push_key_numbers_in(&mut sql, KeyKind::RoomSid, &sids);
         sql.push(" OR ");
-        push_key_numbers_in(&mut sql, 2, &names);
+        push_key_numbers_in(&mut sql, KeyKind::RoomName, &names);
         sql.push(")");
         Ok(sql.build_query_scalar().fetch_all(&self.pool).await?)
     }
@@ -598,7 +598,7 @@ impl Store for SqliteStore {
         let mut sql = QueryBuilder::<Sqlite>::new(
             "SELECT call_id, room_sid, room_name, body FROM call_events WHERE ",
         );
-        push_key_numbers_in(&mut sql, 0, call_ids);
+        push_key_numbers_in(&mut sql, KeyKind::Call, call_ids);
         let rows = sql.build().fetch_all(&self.pool).await?;
         rows.iter().map(rows::indexed_event).collect()
     }
@@ -608,9 +608,9 @@ impl Store for SqliteStore {
         let mut sql = QueryBuilder::<Sqlite>::new(
             "SELECT call_id, room_sid, room_name, body FROM call_events WHERE ",
         );
-        push_key_numbers_in(&mut sql, 1, &sids);
+        push_key_numbers_in(&mut sql, KeyKind::RoomSid, &sids);
         sql.push(" OR (room_sid IS NULL AND ");
-        push_key_numbers_in(&mut sql, 2, &names);
+        push_key_numbers_in(&mut sql, KeyKind::RoomName, &names);
         sql.push(")");
         let rows = sql.build().fetch_all(&self.pool).await?;
         rows.iter().map(rows::indexed_event).collect()
@@ -1100,8 +1100,27 @@ fn encode_call_events<'a>(
         .collect()
 }
 
-/// The kinds of key a call event is found by, as `call_keys.kind` numbers them (migration 0010).
-const KEY_KINDS: [&str; 3] = ["call_no", "room_sid_no", "room_name_no"];
+/// The kinds of key a call event is found by, as `call_keys.kind` numbers them (migration 0010),
+/// in the order [`event_index`] gives them.
+#[derive(Debug, Clone, Copy)]
+enum KeyKind {
+    Call = 0,
+    RoomSid = 1,
+    RoomName = 2,
+}
+
+impl KeyKind {
+    const ALL: [KeyKind; 3] = [KeyKind::Call, KeyKind::RoomSid, KeyKind::RoomName];
+
+    /// The `call_events` column holding the number of this kind's key.
+    fn number_column(self) -> &'static str {
+        match self {
+            KeyKind::Call => "call_no",
+            KeyKind::RoomSid => "room_sid_no",
+            KeyKind::RoomName => "room_name_no",
+        }
+    }
+}
 
 /// Appends the statements that write call events under their log rows: first the numbers of the
 /// keys not numbered yet, then the events, indexed by those numbers.
@@ -1110,7 +1129,7 @@ fn push_call_events<'q>(sql: &mut QueryBuilder<'q, Sqlite>, encoded: &'q [Encode
         let mut keys = std::collections::BTreeSet::new();
         for (_, event, _) in chunk {
             let (call_id, room_sid, room_name) = event_index(event);
-            for (kind, key) in [call_id, room_sid, room_name].into_iter().enumerate() {
+            for (kind, key) in KeyKind::ALL.into_iter().zip([call_id, room_sid, room_name]) {
                 if let Some(key) = key {
                     keys.insert((kind as i64, key));
                 }
@@ -1125,16 +1144,19 @@ fn push_call_events<'q>(sql: &mut QueryBuilder<'q, Sqlite>, encoded: &'q [Encode
         }
         // The numbers are looked up once a row by one subquery a kind, written once: a subquery
         // for every row of a batch made the statement take milliseconds to compile.
-        sql.push(format_args!(
+        // The VALUES rows are (seq, call_id, room_sid, room_name, at_ms, event_type, body), which
+        // SQLite names column1 to column7: a kind's key is column 2 + its number.
+        sql.push(
             "INSERT OR REPLACE INTO call_events
-                (seq, call_id, room_sid, room_name, {}, at_ms, event_type, body)
+                (seq, call_id, room_sid, room_name, call_no, room_sid_no, room_name_no,
+                 at_ms, event_type, body)
              SELECT column1, column2, column3, column4, ",
-            KEY_KINDS.join(", ")
-        ));
-        for kind in 0..KEY_KINDS.len() {
+        );
+        for kind in KeyKind::ALL {
             sql.push(format_args!(
-                "(SELECT key_no FROM call_keys WHERE kind = {kind} AND key = column{}), ",
-                kind + 2
+                "(SELECT key_no FROM call_keys WHERE kind = {} AND key = column{}), ",
+                kind as i64,
+                kind as i64 + 2
             ));
         }
         sql.push("column5, column6, column7 FROM (");
@@ -1152,16 +1174,17 @@ fn push_call_events<'q>(sql: &mut QueryBuilder<'q, Sqlite>, encoded: &'q [Encode
     }
 }
 
-/// `column IN` the numbers of `keys` of `kind` ([`KEY_KINDS`]), or a false condition for no
-/// keys.
-fn push_key_numbers_in(sql: &mut QueryBuilder<'_, Sqlite>, kind: usize, keys: &[String]) {
+/// Call events whose key of `kind` is one of `keys`, found by the keys' numbers; a false
+/// condition for no keys.
+fn push_key_numbers_in(sql: &mut QueryBuilder<'_, Sqlite>, kind: KeyKind, keys: &[String]) {
     if keys.is_empty() {
         sql.push("0");
         return;
     }
     sql.push(format_args!(
-        "{} IN (SELECT key_no FROM call_keys WHERE kind = {kind} AND ",
-        KEY_KINDS[kind]
+        "{} IN (SELECT key_no FROM call_keys WHERE kind = {} AND ",
+        kind.number_column(),
+        kind as i64
     ));
     push_in(sql, "key", keys);
     sql.push(")");
