@@ -521,11 +521,20 @@ async fn backend(name: &str, database: &str, hooks: &[Webhook], args: &Args) -> 
         )
         .await;
     let lag = server.caught_up().await;
+    let loaded = server
+        .metric("callpulse_cdr_pipeline_events_loaded_total")
+        .await;
+    let received = server.metric("callpulse_webhooks_received_total").await;
     server.stop().await;
     println!(
         "{name:<10} pipeline caught up {lag:.1} s after the load; {} events logged, {} CDRs",
         count(database, "event_log").await,
         count(database, "cdrs").await
+    );
+    println!(
+        "{name:<10} pipeline read {loaded:.0} call events back from the store for calls it did \
+         not hold: {:.2} per webhook received",
+        loaded / received.max(1.0)
     );
     full
 }

@@ -234,6 +234,7 @@ pub async fn run(
             now: now(),
             ..params.clone()
         };
+        let loaded = open.events_loaded();
         let applied = match catch_up_with(store.as_ref(), &params, Some(&live), &mut open).await {
             Ok(applied) => applied,
             Err(e) => {
@@ -243,6 +244,10 @@ pub async fn run(
                 0
             }
         };
+        IngestCounters::add(
+            &counters.cdr_pipeline_events_loaded,
+            open.events_loaded() - loaded,
+        );
         if last_sweep.elapsed() >= sweep_every {
             last_sweep = tokio::time::Instant::now();
             match close_idle_calls(store.as_ref(), &params, Some(&live)).await {
@@ -331,6 +336,7 @@ pub(crate) mod tests {
         };
         let events = entries(60, 11);
         let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+        let mut loaded = Vec::new();
         for capacity in [OPEN_CALLS, 4] {
             let kept = store(&dir, &format!("kept-{capacity}.db")).await;
             let fresh = store(&dir, &format!("fresh-{capacity}.db")).await;
@@ -357,6 +363,14 @@ pub(crate) mod tests {
             built.sort_by(|a, b| a.call_id.cmp(&b.call_id));
             assert!(expected.len() >= 50, "{} CDRs", expected.len());
             assert_eq!(built, expected, "capacity {capacity}");
+            loaded.push(open.events_loaded());
         }
+        // Every call's set is loaded at least once; with room for four calls, again and again.
+        let events = events.len() as u64;
+        assert!(
+            loaded[0] > 0 && loaded[0] < events,
+            "{loaded:?} of {events}"
+        );
+        assert!(loaded[1] > loaded[0] * 2, "{loaded:?} of {events}");
     }
 }

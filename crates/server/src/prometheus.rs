@@ -233,6 +233,13 @@ pub async fn render(state: &AppState, max_trunks: usize) -> Result<String, Store
             "Calls closed because their events stopped arriving.",
             &c.calls_closed_by_timeout,
         ),
+        (
+            "callpulse_cdr_pipeline_events_loaded_total",
+            "Call events the CDR pipeline read back from the store for calls whose events it did \
+             not hold (a call's first sight, or one it had let go): far above the events \
+             received, it holds too few calls.",
+            &c.cdr_pipeline_events_loaded,
+        ),
     ] {
         w.family(name, "counter", help);
         w.sample(name, &[], IngestCounters::get(counter) as f64);

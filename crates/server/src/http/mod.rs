@@ -39,6 +39,9 @@ pub struct IngestCounters {
     pub app_events_duplicate: AtomicU64,
     pub app_batches_rejected: AtomicU64,
     pub calls_closed_by_timeout: AtomicU64,
+    /// Call events the CDR pipeline read back from the store, for calls whose event sets it did
+    /// not hold (`pipeline::open_calls`).
+    pub cdr_pipeline_events_loaded: AtomicU64,
     /// Authentic webhooks received per second over the last minute.
     pub webhook_rate: LastMinute,
 }

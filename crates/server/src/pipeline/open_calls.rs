@@ -33,6 +33,8 @@ pub struct OpenCalls {
     by_name: HashMap<String, HashSet<String>>,
     tick: u64,
     capacity: usize,
+    /// Events of the sets loaded from the store so far ([`OpenCalls::hold`]), kept by `clear`.
+    loaded: u64,
 }
 
 impl OpenCalls {
@@ -44,6 +46,7 @@ impl OpenCalls {
             by_name: HashMap::new(),
             tick: 0,
             capacity: capacity.max(1),
+            loaded: 0,
         }
     }
 
@@ -112,6 +115,7 @@ impl OpenCalls {
     /// calls past the capacity.
     pub fn hold(&mut self, loaded: &HashMap<String, Vec<CallEvent>>) {
         for (id, events) in loaded {
+            self.loaded += events.len() as u64;
             self.drop_call(id);
             let room = room_of(events);
             if let Some(room) = &room {
@@ -165,8 +169,17 @@ impl OpenCalls {
         }
     }
 
+    /// How many events the sets loaded from the store have held, in all: the store reads the
+    /// kept sets did not save (each call's first sight, and again after it was dropped).
+    pub fn events_loaded(&self) -> u64 {
+        self.loaded
+    }
+
     /// Forgets every call.
     pub fn clear(&mut self) {
-        *self = OpenCalls::new(self.capacity);
+        *self = OpenCalls {
+            loaded: self.loaded,
+            ..OpenCalls::new(self.capacity)
+        };
     }
 }

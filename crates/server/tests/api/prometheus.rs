@@ -137,6 +137,7 @@ async fn a_scrape_passes_promtool_and_counts_what_the_api_counts() {
         sum(&text, "callpulse_cdr_pipeline_backlog_events", &[]),
         0.0
     );
+    assert!(text.contains("# TYPE callpulse_cdr_pipeline_events_loaded_total counter\n"));
 }
 
 #[tokio::test]
